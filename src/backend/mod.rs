@@ -1,0 +1,248 @@
+//! Wait backends: what turns a kernel futex wake into a task wake-up or
+//! eventfd readiness.
+//!
+//! Every backend must
+//! - queue a *genuine kernel futex waiter* per armed wait, handing the kernel
+//!   exactly the `expected` value the wait was armed with (S1, S2);
+//! - call [`Waiter::finish`] exactly once per submitted waiter, with
+//!   [`Outcome::Woken`] whenever the kernel may have spent a wake on it (S3);
+//! - serve many waits per thread: no thread per wait.
+//!
+//! One backend runs per process, chosen on first use: `select_backend`, else
+//! the `AFX_BACKEND` environment variable (`io_uring` or `thread`), else a
+//! probe that prefers io_uring and falls back silently to threads. A `fork`
+//! child starts over with a backend of its own (see [`is_live`]).
+#![allow(unsafe_code)]
+
+mod thread;
+mod uring;
+
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU8, Ordering};
+use std::sync::Arc;
+
+use crate::sys;
+use crate::waiter::{Outcome, Waiter};
+
+pub(crate) use self::thread::ThreadBackend;
+pub(crate) use self::uring::UringBackend;
+
+/// Which mechanism serves async waits in this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BackendKind {
+    /// `IORING_OP_FUTEX_WAIT` on one ring served by one library thread.
+    IoUring,
+    /// Helper threads blocking in `futex_waitv(2)`, up to 127 waits each.
+    Thread,
+}
+
+impl BackendKind {
+    /// The name used by `AFX_BACKEND` and reported to C (`"io_uring"`,
+    /// `"thread"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::IoUring => "io_uring",
+            BackendKind::Thread => "thread",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Option<BackendKind>> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "" | "auto" => Some(None),
+            "io_uring" | "iouring" | "uring" => Some(Some(BackendKind::IoUring)),
+            "thread" | "threads" => Some(Some(BackendKind::Thread)),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The running backend of this process.
+pub(crate) enum Backend {
+    IoUring(UringBackend),
+    Thread(ThreadBackend),
+}
+
+impl Backend {
+    pub(crate) fn kind(&self) -> BackendKind {
+        match self {
+            Backend::IoUring(_) => BackendKind::IoUring,
+            Backend::Thread(_) => BackendKind::Thread,
+        }
+    }
+
+    /// Queues the kernel wait of a freshly armed waiter.
+    pub(crate) fn submit(&'static self, waiter: Arc<Waiter>) {
+        match self {
+            Backend::IoUring(b) => b.submit(waiter),
+            Backend::Thread(b) => b.submit(waiter),
+        }
+    }
+
+    /// Asks for the removal of a waiter whose consumer set `CANCEL`; the
+    /// backend then finishes it (as cancelled, or as woken if the wake won).
+    pub(crate) fn cancel(&'static self, waiter: &Arc<Waiter>) {
+        match self {
+            Backend::IoUring(b) => b.cancel(waiter),
+            Backend::Thread(b) => b.cancel(waiter),
+        }
+    }
+}
+
+/// Maps an io_uring / futex completion result to an [`Outcome`].
+pub(crate) fn outcome_of(result: i32, waiter: &Waiter) -> (Outcome, i32) {
+    match -result {
+        0 => (Outcome::Woken, 0),
+        libc::EAGAIN => (Outcome::Mismatch, 0),
+        libc::ECANCELED if waiter.cancel_requested() => (Outcome::Cancelled, 0),
+        libc::ECANCELED | libc::EINTR => (Outcome::Spurious, 0),
+        errno => (Outcome::Failed, errno),
+    }
+}
+
+/// The backend of this process, once started.
+static CURRENT: AtomicPtr<Backend> = AtomicPtr::new(std::ptr::null_mut());
+/// Serialises start-up; a spin lock so a `fork` child can simply reset it.
+static STARTING: AtomicBool = AtomicBool::new(false);
+/// The errno of a failed start-up, so later calls fail fast (0: none).
+static START_ERRNO: AtomicI32 = AtomicI32::new(0);
+/// What `select_backend` asked for: 0 unset, 1 auto, 2 io_uring, 3 thread.
+static REQUESTED: AtomicU8 = AtomicU8::new(0);
+static ATFORK: std::sync::Once = std::sync::Once::new();
+
+unsafe extern "C" fn forget_after_fork() {
+    // The child has none of the parent's helper threads: start over. The
+    // parent's backend stays allocated (leaked) so stale pointers stay valid.
+    CURRENT.store(std::ptr::null_mut(), Ordering::SeqCst);
+    STARTING.store(false, Ordering::SeqCst);
+    START_ERRNO.store(0, Ordering::SeqCst);
+}
+
+/// Whether `backend` is the one running in this process (false for a
+/// backend inherited through `fork`, whose threads stayed in the parent).
+pub(crate) fn is_live(backend: &'static Backend) -> bool {
+    std::ptr::eq(CURRENT.load(Ordering::Acquire), backend)
+}
+
+fn encode(kind: Option<BackendKind>) -> u8 {
+    match kind {
+        None => 1,
+        Some(BackendKind::IoUring) => 2,
+        Some(BackendKind::Thread) => 3,
+    }
+}
+
+fn requested() -> io::Result<Option<BackendKind>> {
+    match REQUESTED.load(Ordering::Acquire) {
+        2 => return Ok(Some(BackendKind::IoUring)),
+        3 => return Ok(Some(BackendKind::Thread)),
+        1 => return Ok(None),
+        _ => {}
+    }
+    match std::env::var("AFX_BACKEND") {
+        Err(_) => Ok(None),
+        Ok(value) => BackendKind::parse(&value).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("AFX_BACKEND={value:?}: expected \"io_uring\", \"thread\" or \"auto\""),
+            )
+        }),
+    }
+}
+
+fn start(kind: Option<BackendKind>) -> io::Result<&'static Backend> {
+    match kind {
+        Some(BackendKind::IoUring) => UringBackend::start(),
+        Some(BackendKind::Thread) => ThreadBackend::start(),
+        None => UringBackend::start().or_else(|_| ThreadBackend::start()),
+    }
+}
+
+/// The running backend, starting it on first use.
+///
+/// # Errors
+/// `EINVAL` for a bad `AFX_BACKEND`; for an explicitly requested backend
+/// that cannot run, the reason (`ENOSYS`, `EPERM`, `EOPNOTSUPP`, …).
+pub(crate) fn current() -> io::Result<&'static Backend> {
+    let ptr = CURRENT.load(Ordering::Acquire);
+    if !ptr.is_null() {
+        // SAFETY: backends are leaked, never freed.
+        return Ok(unsafe { &*ptr });
+    }
+    start_slow()
+}
+
+#[cold]
+fn start_slow() -> io::Result<&'static Backend> {
+    ATFORK.call_once(|| {
+        let _ = sys::fork::on_fork_child(forget_after_fork);
+    });
+    while STARTING
+        .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        std::thread::yield_now();
+    }
+    let result = (|| {
+        let ptr = CURRENT.load(Ordering::Acquire);
+        if !ptr.is_null() {
+            // SAFETY: backends are leaked, never freed.
+            return Ok(unsafe { &*ptr });
+        }
+        let errno = START_ERRNO.load(Ordering::Acquire);
+        if errno != 0 {
+            return Err(io::Error::from_raw_os_error(errno));
+        }
+        match requested().and_then(start) {
+            Ok(backend) => {
+                CURRENT.store(backend as *const Backend as *mut Backend, Ordering::Release);
+                Ok(backend)
+            }
+            Err(e) => {
+                START_ERRNO.store(e.raw_os_error().unwrap_or(libc::EINVAL), Ordering::Release);
+                Err(e)
+            }
+        }
+    })();
+    STARTING.store(false, Ordering::Release);
+    result
+}
+
+/// Chooses the backend for this process (`None`: probe, io_uring first),
+/// starts it, and returns the kind in use. Takes precedence over
+/// `AFX_BACKEND`.
+///
+/// # Errors
+/// `EBUSY` (`ErrorKind::ResourceBusy`) if a different backend already runs
+/// in this process; otherwise why the requested backend cannot run.
+pub fn select_backend(kind: Option<BackendKind>) -> io::Result<BackendKind> {
+    let running = CURRENT.load(Ordering::Acquire);
+    if running.is_null() {
+        REQUESTED.store(encode(kind), Ordering::Release);
+        START_ERRNO.store(0, Ordering::Release);
+    }
+    let backend = current()?;
+    match kind {
+        Some(want) if want != backend.kind() => Err(io::Error::from_raw_os_error(libc::EBUSY)),
+        _ => Ok(backend.kind()),
+    }
+}
+
+/// The backend serving async waits in this process, starting it if needed.
+///
+/// # Errors
+/// As for [`select_backend`].
+pub fn backend() -> io::Result<BackendKind> {
+    current().map(Backend::kind)
+}
+
+/// Leaks `backend` for the life of the process (fork children included).
+fn leak(backend: Backend) -> &'static Backend {
+    Box::leak(Box::new(backend))
+}

@@ -1,0 +1,99 @@
+//! # asyncfutex
+//!
+//! Turns a 32-bit futex word — usually in memory shared between processes —
+//! into something you can `await` from any executor and poll from any event
+//! loop, while staying a genuine `futex(2)` word: plain `FUTEX_WAKE` callers
+//! wake our waiters, and our [`AsyncFutex::wake`] wakes plain `FUTEX_WAIT`
+//! sleepers.
+//!
+//! The one correct pattern is *check, then wait with the value you checked*:
+//! the kernel sleeps only if the word still holds that value, so a store +
+//! wake that lands in between is never lost.
+//!
+//! ```
+//! use std::sync::atomic::Ordering;
+//! use std::sync::Arc;
+//! use asyncfutex::SharedMemory;
+//!
+//! # fn main() -> std::io::Result<()> {
+//! let mem = Arc::new(SharedMemory::anonymous(4096)?); // inherited by fork()
+//! let futex = mem.futex(0)?;
+//! # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+//! # rt.block_on(async {
+//! // Consumer: wait until the word leaves 0.
+//! let consumer = async {
+//!     loop {
+//!         let seen = futex.word().load(Ordering::Acquire);
+//!         if seen != 0 {
+//!             return Ok::<u32, std::io::Error>(seen);
+//!         }
+//!         futex.wait_async(seen).await?; // completes on a wake or a change
+//!     }
+//! };
+//! // Producer (normally another process): store, then wake.
+//! let producer = async {
+//!     futex.word().store(42, Ordering::Release);
+//!     futex.wake(1)
+//! };
+//! let (got, _) = tokio::join!(consumer, producer);
+//! assert_eq!(got?, 42);
+//! # Ok::<(), std::io::Error>(())
+//! # })?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The pieces:
+//! - [`AsyncFutex`]: `wake`, blocking `wait`, `wait_async` (many tasks at
+//!   once, cancel-safe);
+//! - [`EventFdFutex`]: one armed wait reported through an eventfd, for
+//!   epoll, libuv, Asio, asyncio, mio — the model of the C API (`afx_*`);
+//! - [`SharedMemory`]: anonymous, memfd or `shm_open` memory that handles
+//!   keep alive;
+//! - backends ([`backend`], [`select_backend`]): io_uring
+//!   `IORING_OP_FUTEX_WAIT` (Linux 6.7+) or helper threads in
+//!   `futex_waitv(2)` (Linux 5.16+), probed at run time, overridable with
+//!   `AFX_BACKEND=io_uring|thread`.
+//!
+//! ## Semantics
+//! - A completion means "re-check the word": it may (rarely) be spurious.
+//! - No wake is lost: a wake consumed by a wait that is then dropped or
+//!   cancelled is passed on with `wake(1)`.
+//! - After `fork()`, the child gets a fresh backend on first use. Handles
+//!   made before the fork may be used in the child for `wake`, blocking
+//!   `wait` and new async waits; waits that were pending in the parent stay
+//!   the parent's.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+#[cfg(not(target_os = "linux"))]
+compile_error!("asyncfutex supports Linux only: it is built on futex(2), eventfd(2) and io_uring");
+
+mod backend;
+mod eventfd_futex;
+pub mod ffi;
+mod futex;
+mod shm;
+mod sys;
+mod waiter;
+mod word;
+
+pub use backend::{backend, select_backend, BackendKind};
+pub use eventfd_futex::EventFdFutex;
+pub use futex::{AsyncFutex, Scope, WaitFuture, WaitStatus};
+pub use shm::SharedMemory;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn handles_are_send_and_sync() {
+        assert_send_sync::<AsyncFutex>();
+        assert_send_sync::<EventFdFutex>();
+        assert_send_sync::<SharedMemory>();
+        assert_send_sync::<WaitFuture<'static>>();
+    }
+}

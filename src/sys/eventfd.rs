@@ -1,0 +1,39 @@
+//! `eventfd(2)`: the readiness signal a foreign event loop polls.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+use super::cvt;
+
+/// Creates a non-blocking, close-on-exec eventfd with a zero counter.
+pub(crate) fn create() -> io::Result<OwnedFd> {
+    // SAFETY: eventfd takes no pointers.
+    let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) }.into())?;
+    // SAFETY: `fd` was just returned by eventfd and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Adds one to the counter, making the fd readable. Never blocks.
+pub(crate) fn signal(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let one: u64 = 1;
+    // SAFETY: writes 8 bytes from a valid u64.
+    let ret = unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    match cvt(ret as libc::c_long) {
+        Ok(_) => Ok(()),
+        // The counter is saturated: the fd is readable, which is all we want.
+        Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Resets the counter to zero (the fd stops being readable). Never blocks.
+pub(crate) fn drain(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let mut value: u64 = 0;
+    // SAFETY: reads 8 bytes into a valid u64.
+    let ret = unsafe { libc::read(fd.as_raw_fd(), (&mut value as *mut u64).cast(), 8) };
+    match cvt(ret as libc::c_long) {
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => Ok(()),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,99 @@
+//! [`Word`]: the futex word a handle and its pending waits refer to.
+#![allow(unsafe_code)]
+
+use std::any::Any;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use crate::sys::futex;
+
+/// Set in [`Word::outstanding`] once the owning handle is being dropped and
+/// waits for the kernel waits still queued on the word.
+const CLOSING: u32 = 1 << 31;
+
+/// A futex word plus what keeps it valid.
+///
+/// Shared (`Arc`) between the handle and every wait armed through it, so a
+/// backend may still read the word while finishing a wait that its handle
+/// has already given up on. The handle's `Drop` waits for
+/// [`outstanding`](Self::outstanding) to reach zero: after that the library
+/// never touches the word again.
+pub(crate) struct Word {
+    addr: *const AtomicU32,
+    private: bool,
+    /// Kernel waits queued on this word by this process (low 31 bits), plus
+    /// [`CLOSING`].
+    outstanding: AtomicU32,
+    /// Keeps the mapping alive for safe constructors.
+    _keepalive: Option<Arc<dyn Any + Send + Sync>>,
+}
+
+// SAFETY: the word is only accessed atomically, through `&AtomicU32`; the
+// creator guarantees it stays mapped while the `Word` exists (see
+// `AsyncFutex::new`), and `_keepalive` is `Send + Sync`.
+unsafe impl Send for Word {}
+// SAFETY: as above; every access is atomic.
+unsafe impl Sync for Word {}
+
+impl Word {
+    /// # Safety
+    /// `addr` must point to a naturally aligned `u32` that stays mapped (and
+    /// is only accessed atomically) for as long as the `Word` lives.
+    pub(crate) unsafe fn new(
+        addr: *const AtomicU32,
+        private: bool,
+        keepalive: Option<Arc<dyn Any + Send + Sync>>,
+    ) -> Word {
+        Word {
+            addr,
+            private,
+            outstanding: AtomicU32::new(0),
+            _keepalive: keepalive,
+        }
+    }
+
+    pub(crate) fn atomic(&self) -> &AtomicU32 {
+        // SAFETY: guaranteed valid and aligned by `Word::new`'s contract.
+        unsafe { &*self.addr }
+    }
+
+    pub(crate) fn addr(&self) -> *const AtomicU32 {
+        self.addr
+    }
+
+    pub(crate) fn is_private(&self) -> bool {
+        self.private
+    }
+
+    pub(crate) fn load(&self) -> u32 {
+        self.atomic().load(Ordering::SeqCst)
+    }
+
+    /// `FUTEX_WAKE` on this word.
+    pub(crate) fn wake(&self, n: u32) -> std::io::Result<u32> {
+        futex::wake(self.addr, n, self.private)
+    }
+
+    /// Counts a kernel wait about to be queued.
+    pub(crate) fn wait_started(&self) {
+        self.outstanding.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Counts a kernel wait that is gone; the last touch of the word by it.
+    pub(crate) fn wait_finished(&self) {
+        let prev = self.outstanding.fetch_sub(1, Ordering::AcqRel);
+        if prev == CLOSING | 1 {
+            let _ = futex::wake(&self.outstanding, u32::MAX, true);
+        }
+    }
+
+    /// Blocks until no kernel wait of this process is queued on the word.
+    pub(crate) fn wait_idle(&self) {
+        let mut cur = self.outstanding.fetch_or(CLOSING, Ordering::AcqRel) | CLOSING;
+        while cur != CLOSING {
+            // SAFETY: `outstanding` is a live, aligned word of ours.
+            let _ = unsafe { futex::wait(&self.outstanding, cur, true, None) };
+            cur = self.outstanding.load(Ordering::Acquire);
+        }
+    }
+}
