@@ -97,3 +97,8 @@ mod tests {
         assert_send_sync::<WaitFuture<'static>>();
     }
 }
+
+/// The README's Rust example, compiled and run as a doc test.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -34,6 +34,7 @@ impl Ring {
         let ring = IoUring::builder()
             .setup_cqsize(entries.saturating_mul(4))
             .setup_single_issuer()
+            .setup_defer_taskrun()
             .build(entries)?;
         let mut probe = Probe::new();
         ring.submitter().register_probe(&mut probe)?;

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: every Rust, C and doc test once per wait
+# backend (io_uring and thread), then the example program on each backend.
+# Exits non-zero if anything fails.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
+
+failures=()
+skips=()
+
+step() { echo; echo "==== $* ===="; }
+
+step "build (library, cdylib, tests, examples)"
+cargo build --all-targets || exit 1
+cargo build --lib || exit 1
+
+for backend in io_uring thread; do
+    # A backend this kernel cannot run is a counted, loud skip, not a pass.
+    if ! probe=$(AFX_BACKEND=$backend cargo run -q --example probe 2>&1); then
+        echo "SKIP backend $backend: $probe"
+        skips+=("backend $backend: $probe")
+        continue
+    fi
+    step "tests, AFX_BACKEND=$backend ($probe)"
+    if ! AFX_BACKEND=$backend cargo test; then
+        failures+=("cargo test (AFX_BACKEND=$backend)")
+    fi
+    step "example, AFX_BACKEND=$backend"
+    if ! AFX_BACKEND=$backend timeout 120 cargo run -q --bin async_futex_example; then
+        failures+=("async_futex_example (AFX_BACKEND=$backend)")
+    fi
+done
+
+echo
+echo "==== summary ===="
+for s in "${skips[@]+"${skips[@]}"}"; do echo "SKIPPED: $s"; done
+if [ ${#failures[@]} -gt 0 ]; then
+    for f in "${failures[@]}"; do echo "FAILED: $f"; done
+    exit 1
+fi
+if [ ${#skips[@]} -ge 2 ]; then
+    echo "FAILED: no backend could run on this machine"
+    exit 1
+fi
+echo "all test stages passed"
