@@ -2,9 +2,10 @@
 #![allow(unsafe_code)]
 
 use std::any::Any;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
+use crate::backend::fork_generation;
 use crate::sys::futex;
 
 /// Set in [`Word::outstanding`] once the owning handle is being dropped and
@@ -24,6 +25,11 @@ pub(crate) struct Word {
     /// Kernel waits queued on this word by this process (low 31 bits), plus
     /// [`CLOSING`].
     outstanding: AtomicU32,
+    /// The fork generation `outstanding` belongs to: after a `fork`, the
+    /// child's copy counts the parent's waits, which the child must ignore.
+    generation: AtomicU32,
+    /// Serialises the reset of an inherited count (first arm after a fork).
+    resetting: AtomicBool,
     /// Keeps the mapping alive for safe constructors.
     _keepalive: Option<Arc<dyn Any + Send + Sync>>,
 }
@@ -48,6 +54,8 @@ impl Word {
             addr,
             private,
             outstanding: AtomicU32::new(0),
+            generation: AtomicU32::new(fork_generation()),
+            resetting: AtomicBool::new(false),
             _keepalive: keepalive,
         }
     }
@@ -76,7 +84,30 @@ impl Word {
 
     /// Counts a kernel wait about to be queued.
     pub(crate) fn wait_started(&self) {
+        let current = fork_generation();
+        if self.generation.load(Ordering::Acquire) != current {
+            self.adopt_after_fork(current);
+        }
         self.outstanding.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// First arm in a `fork` child: drop the count inherited from the
+    /// parent (its waits live on in the parent only), then publish the new
+    /// generation so other threads count from zero too.
+    #[cold]
+    fn adopt_after_fork(&self, current: u32) {
+        while self
+            .resetting
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            std::thread::yield_now();
+        }
+        if self.generation.load(Ordering::Acquire) != current {
+            self.outstanding.store(0, Ordering::Release);
+            self.generation.store(current, Ordering::Release);
+        }
+        self.resetting.store(false, Ordering::Release);
     }
 
     /// Counts a kernel wait that is gone; the last touch of the word by it.
@@ -89,6 +120,10 @@ impl Word {
 
     /// Blocks until no kernel wait of this process is queued on the word.
     pub(crate) fn wait_idle(&self) {
+        if self.generation.load(Ordering::Acquire) != fork_generation() {
+            // Only the parent's waits were ever counted: none are ours.
+            return;
+        }
         let mut cur = self.outstanding.fetch_or(CLOSING, Ordering::AcqRel) | CLOSING;
         while cur != CLOSING {
             // SAFETY: `outstanding` is a live, aligned word of ours.

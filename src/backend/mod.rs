@@ -18,7 +18,7 @@ mod thread;
 mod uring;
 
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use crate::sys;
@@ -115,6 +115,14 @@ static START_ERRNO: AtomicI32 = AtomicI32::new(0);
 /// What `select_backend` asked for: 0 unset, 1 auto, 2 io_uring, 3 thread.
 static REQUESTED: AtomicU8 = AtomicU8::new(0);
 static ATFORK: std::sync::Once = std::sync::Once::new();
+/// Bumped in every `fork` child: per-process counts inherited from the
+/// parent are stale when their generation differs.
+static FORK_GENERATION: AtomicU32 = AtomicU32::new(0);
+
+/// This process's fork generation (see [`FORK_GENERATION`]).
+pub(crate) fn fork_generation() -> u32 {
+    FORK_GENERATION.load(Ordering::Acquire)
+}
 
 unsafe extern "C" fn forget_after_fork() {
     // The child has none of the parent's helper threads: start over. The
@@ -122,6 +130,7 @@ unsafe extern "C" fn forget_after_fork() {
     CURRENT.store(std::ptr::null_mut(), Ordering::SeqCst);
     STARTING.store(false, Ordering::SeqCst);
     START_ERRNO.store(0, Ordering::SeqCst);
+    FORK_GENERATION.fetch_add(1, Ordering::SeqCst);
 }
 
 /// Whether `backend` is the one running in this process (false for a

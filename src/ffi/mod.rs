@@ -5,7 +5,7 @@
 //! success and `-errno` on failure; `afx_new` returns NULL and sets `errno`.
 //! NULL handles, NULL or misaligned addresses and unknown flags give
 //! `-EINVAL`. No panic crosses the boundary: each body runs inside
-//! [`boundary`], which turns one into `-ENOTRECOVERABLE`.
+//! one catch_unwind boundary, which turns one into `-ENOTRECOVERABLE`.
 #![allow(unsafe_code)]
 #![allow(non_camel_case_types)]
 
