@@ -163,7 +163,8 @@ int afx_backend(void);
 // runs; `-EINVAL` for an unknown kind; why the requested one cannot run.
 int afx_select_backend(int kind);
 
-// The name of a backend code (`"io_uring"`, `"thread"`), or `"unknown"`.
+// The name of a backend code (`"io_uring"`, `"thread"`, `"auto"`), or
+// `"unknown"`. Never NULL.
 const char *afx_backend_name(int kind);
 
 // A static, thread-safe description of an error code as returned by the

@@ -155,7 +155,7 @@ impl Waiter {
     }
 
     /// Backend side: the kernel wait is over. Called exactly once.
-    pub(crate) fn finish(&self, outcome: Outcome, errno: i32) {
+    pub(crate) fn finish(self: &Arc<Self>, outcome: Outcome, errno: i32) {
         if outcome == Outcome::Failed {
             self.errno.store(errno, Ordering::Release);
         }
@@ -165,7 +165,7 @@ impl Waiter {
         debug_assert_eq!(prev & DONE, 0, "a wait finished twice");
         if prev & CANCEL != 0 {
             if outcome.consumed_wake() {
-                let _ = self.word.wake(1);
+                self.forward();
             }
         } else {
             self.deliver();
@@ -176,6 +176,17 @@ impl Waiter {
             let _ = futex::wake(&self.state, u32::MAX, true);
         }
         self.word.wait_finished();
+    }
+
+    /// Passes on a wake this wait consumed but nobody will observe. The
+    /// backend chooses how: its own sibling waits may be briefly out of the
+    /// kernel (see `backend::thread`), so a bare `wake(1)` could miss them.
+    fn forward(self: &Arc<Self>) {
+        if backend::is_live(self.backend) {
+            self.backend.forward(self);
+        } else {
+            let _ = self.word.wake(1);
+        }
     }
 
     fn deliver(&self) {
@@ -205,7 +216,7 @@ impl Waiter {
             // The backend finished first and delivered; we never looked.
             self.wait_delivered_spin();
             if Outcome::from_bits(prev).consumed_wake() {
-                let _ = self.word.wake(1);
+                self.forward();
             }
             if let Sink::EventFd(fd) = &self.sink {
                 let _ = eventfd::drain(fd.as_fd());

@@ -85,6 +85,20 @@ impl Backend {
         }
     }
 
+    /// Passes on a wake consumed by `waiter` (cancelled, or dropped without
+    /// looking) to another waiter on its word. The word stays mapped until
+    /// the forward is done.
+    pub(crate) fn forward(&'static self, waiter: &Arc<Waiter>) {
+        match self {
+            Backend::IoUring(_) => {
+                // Every io_uring wait stays queued in the kernel until it
+                // completes, so a plain FUTEX_WAKE reaches the next one.
+                let _ = waiter.word().wake(1);
+            }
+            Backend::Thread(b) => b.forward(waiter),
+        }
+    }
+
     /// Asks for the removal of a waiter whose consumer set `CANCEL`; the
     /// backend then finishes it (as cancelled, or as woken if the wake won).
     pub(crate) fn cancel(&'static self, waiter: &Arc<Waiter>) {
@@ -124,10 +138,21 @@ pub(crate) fn fork_generation() -> u32 {
     FORK_GENERATION.load(Ordering::Acquire)
 }
 
+/// The backends inherited from parents through `fork`, newest first: never
+/// used again, but kept reachable so leak checkers in the child do not
+/// report them.
+static INHERITED: [AtomicPtr<Backend>; 4] = [const { AtomicPtr::new(std::ptr::null_mut()) }; 4];
+
 unsafe extern "C" fn forget_after_fork() {
     // The child has none of the parent's helper threads: start over. The
     // parent's backend stays allocated (leaked) so stale pointers stay valid.
-    CURRENT.store(std::ptr::null_mut(), Ordering::SeqCst);
+    let parent = CURRENT.swap(std::ptr::null_mut(), Ordering::SeqCst);
+    if !parent.is_null() {
+        for i in (1..INHERITED.len()).rev() {
+            INHERITED[i].store(INHERITED[i - 1].load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        INHERITED[0].store(parent, Ordering::SeqCst);
+    }
     STARTING.store(false, Ordering::SeqCst);
     START_ERRNO.store(0, Ordering::SeqCst);
     FORK_GENERATION.fetch_add(1, Ordering::SeqCst);

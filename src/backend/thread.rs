@@ -5,13 +5,25 @@
 //! Threads: one per 127 pending waits at the peak, created on demand and
 //! kept for reuse.
 //!
-//! The one subtlety is how `futex_waitv` reports wakes: it returns the index
-//! of the *last* entry that was woken. Entries after it were certainly not
-//! woken; entries before it may have been (two wakes landing in the same
-//! instant). So on a return `i`, every entry up to `i` is finished as
-//! [`Outcome::Woken`]: a few spurious completions ("fallback coalescing",
-//! DESIGN S4) instead of a lost wake. Entries after `i` whose word changed
-//! finish as [`Outcome::Mismatch`]; the rest are queued again.
+//! `futex_waitv` has two properties that shape this module:
+//! - It returns the index of the *last* woken entry. Entries after it were
+//!   not woken; entries before it may have been, by a wake that landed in
+//!   the same instant. Entries before it are therefore finished as
+//!   [`Outcome::Woken`] when they are on the same word as the reported one
+//!   (a `wake(n)` for several of them), when their word changed, or when
+//!   their consumer already cancelled (so a possibly consumed wake is
+//!   forwarded). The others are queued again: a spurious completion for
+//!   every sibling would make them anything but rare.
+//! - Any return takes *every* entry of the vector out of the kernel until
+//!   the helper calls it again. So a wake passed on by one of its own waits
+//!   ([`ThreadBackend::forward`]) is handed straight to a sibling on the same
+//!   word when there is one, and only otherwise sent with `FUTEX_WAKE`.
+//!
+//! A pure wake (no change of the word) that lands in the few microseconds
+//! while a helper re-queues its waits finds them out of the kernel, as a
+//! plain `futex(2)` waiter between two `FUTEX_WAIT` calls would. Protocols
+//! that change the word before waking (all the usual ones) are unaffected:
+//! the re-queued wait sees the new value.
 
 use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -25,9 +37,17 @@ use crate::waiter::{Outcome, Waiter};
 const PER_HELPER: usize = WAITV_MAX - 1;
 
 struct Helper {
-    /// Bumped and woken whenever `waiters` changes under the helper.
+    /// Bumped and woken whenever the helper's state changes under it.
     control: AtomicU32,
-    waiters: Mutex<Vec<Arc<Waiter>>>,
+    state: Mutex<HelperState>,
+}
+
+#[derive(Default)]
+struct HelperState {
+    /// The waits this helper serves (at most [`PER_HELPER`]).
+    waiters: Vec<Arc<Waiter>>,
+    /// Waits of this helper whose consumed wake must be passed on.
+    forwards: Vec<Arc<Waiter>>,
 }
 
 impl Helper {
@@ -35,6 +55,14 @@ impl Helper {
         self.control.fetch_add(1, Ordering::Release);
         let _ = futex::wake(&self.control, 1, true);
     }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HelperState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn same_word(a: &Waiter, b: &Waiter) -> bool {
+    a.word().addr() == b.word().addr() && a.word().is_private() == b.word().is_private()
 }
 
 pub(crate) struct ThreadBackend {
@@ -62,10 +90,10 @@ impl ThreadBackend {
         let mut helpers = self.helpers.lock().unwrap_or_else(|e| e.into_inner());
         let mut slot = None;
         for (index, helper) in helpers.iter().enumerate() {
-            let mut waiters = helper.waiters.lock().unwrap_or_else(|e| e.into_inner());
-            if waiters.len() < PER_HELPER {
+            let mut state = helper.lock();
+            if state.waiters.len() < PER_HELPER {
                 waiter.route.store(index, Ordering::Relaxed);
-                waiters.push(Arc::clone(&waiter));
+                state.waiters.push(Arc::clone(&waiter));
                 slot = Some(*helper);
                 break;
             }
@@ -75,7 +103,10 @@ impl ThreadBackend {
             None => {
                 let helper: &'static Helper = Box::leak(Box::new(Helper {
                     control: AtomicU32::new(0),
-                    waiters: Mutex::new(vec![Arc::clone(&waiter)]),
+                    state: Mutex::new(HelperState {
+                        waiters: vec![Arc::clone(&waiter)],
+                        forwards: Vec::new(),
+                    }),
                 }));
                 waiter.route.store(helpers.len(), Ordering::Relaxed);
                 let spawned = std::thread::Builder::new()
@@ -94,39 +125,73 @@ impl ThreadBackend {
         helper.kick();
     }
 
-    pub(super) fn cancel(&self, waiter: &Arc<Waiter>) {
+    fn helper_of(&self, waiter: &Waiter) -> Option<&'static Helper> {
         let index = waiter.route.load(Ordering::Relaxed);
-        let helper = self
-            .helpers
+        self.helpers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(index)
-            .copied();
-        if let Some(helper) = helper {
+            .copied()
+    }
+
+    pub(super) fn cancel(&self, waiter: &Arc<Waiter>) {
+        if let Some(helper) = self.helper_of(waiter) {
             helper.kick();
+        }
+    }
+
+    /// Queues the forward on the waiter's helper, which hands it to a
+    /// sibling on the same word or sends a `FUTEX_WAKE` before it queues
+    /// its waits again.
+    pub(super) fn forward(&self, waiter: &Arc<Waiter>) {
+        match self.helper_of(waiter) {
+            Some(helper) => {
+                // Keeps the word mapped until the helper has forwarded.
+                waiter.word().wait_started();
+                helper.lock().forwards.push(Arc::clone(waiter));
+                helper.kick();
+            }
+            None => {
+                let _ = waiter.word().wake(1);
+            }
         }
     }
 }
 
-/// A helper thread: waits on its control word and its waiters, finishes
-/// what completed, and starts over with the current set.
+/// A helper thread: passes on forwarded wakes, drops cancelled waits,
+/// waits on its control word and its waiters, finishes what completed, and
+/// starts over with the current set.
 fn run(helper: &'static Helper) {
     let mut snapshot: Vec<Arc<Waiter>> = Vec::with_capacity(PER_HELPER);
     let mut vector: Vec<WaitvEntry> = Vec::with_capacity(WAITV_MAX);
+    let mut forwards = Vec::new();
+    let mut cancelled = Vec::new();
     loop {
         let control = helper.control.load(Ordering::Acquire);
         snapshot.clear();
         {
-            let mut waiters = helper.waiters.lock().unwrap_or_else(|e| e.into_inner());
-            waiters.retain(|w| {
+            let mut state = helper.lock();
+            forwards.append(&mut state.forwards);
+            state.waiters.retain(|w| {
                 if w.cancel_requested() {
-                    w.finish(Outcome::Cancelled, 0);
+                    cancelled.push(Arc::clone(w));
                     false
                 } else {
                     true
                 }
             });
-            snapshot.extend(waiters.iter().cloned());
+            snapshot.extend(state.waiters.iter().cloned());
+        }
+        for w in cancelled.drain(..) {
+            w.finish(Outcome::Cancelled, 0);
+        }
+        if !forwards.is_empty() {
+            pass_on(&forwards, &snapshot);
+            forwards.clear();
+            snapshot.retain(|w| !w.is_done());
+            helper.lock().waiters.retain(|w| !w.is_done());
+            // Finishing may have queued more forwards: look again.
+            continue;
         }
         if snapshot.is_empty() {
             // SAFETY: the control word lives in the leaked helper.
@@ -143,49 +208,83 @@ fn run(helper: &'static Helper) {
         // SAFETY: every word stays mapped while its waiter is unfinished
         // (the handle's drop waits for that), and we hold the waiters.
         let result = unsafe { futex::waitv(&vector) };
-        let mut finished = false;
-        match result {
-            Ok(0) => {}
-            Ok(last_woken) => {
-                for (index, w) in snapshot.iter().enumerate() {
-                    if index < last_woken {
-                        w.finish(Outcome::Woken, 0);
-                        finished = true;
-                    } else if w.word().load() != w.expected() {
-                        w.finish(Outcome::Mismatch, 0);
-                        finished = true;
-                    }
-                }
-            }
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
-                for w in &snapshot {
-                    if w.word().load() != w.expected() {
-                        w.finish(Outcome::Mismatch, 0);
-                        finished = true;
-                    }
-                }
-            }
-            Err(e) => {
-                // EFAULT or EINVAL: find the offending words one by one.
-                let errno = e.raw_os_error().unwrap_or(libc::EINVAL);
-                for w in &snapshot {
-                    if let Err(e) = futex::check_readable(w.word().addr(), w.word().is_private()) {
-                        w.finish(Outcome::Failed, e.raw_os_error().unwrap_or(errno));
-                        finished = true;
-                    }
-                }
-                if !finished {
-                    for w in &snapshot {
-                        w.finish(Outcome::Failed, errno);
-                    }
-                    finished = true;
-                }
-            }
-        }
-        if finished {
-            let mut waiters = helper.waiters.lock().unwrap_or_else(|e| e.into_inner());
-            waiters.retain(|w| !w.is_done());
+        if settle(result, &snapshot) {
+            helper.lock().waiters.retain(|w| !w.is_done());
         }
     }
+}
+
+/// Hands each forwarded wake to a live sibling on the same word (out of the
+/// kernel right now, so a `FUTEX_WAKE` would miss it), or else wakes one
+/// kernel waiter of the word.
+fn pass_on(forwards: &[Arc<Waiter>], snapshot: &[Arc<Waiter>]) {
+    for from in forwards {
+        let sibling = snapshot
+            .iter()
+            .find(|w| same_word(w, from) && !w.is_done() && !w.cancel_requested());
+        match sibling {
+            Some(to) => to.finish(Outcome::Woken, 0),
+            None => {
+                let _ = from.word().wake(1);
+            }
+        }
+        from.word().wait_finished();
+    }
+}
+
+/// Finishes the waits that a `futex_waitv` return settles. Returns whether
+/// any was finished.
+fn settle(result: std::io::Result<usize>, snapshot: &[Arc<Waiter>]) -> bool {
+    let changed = |w: &Waiter| w.word().load() != w.expected();
+    let mut finished = false;
+    let mut finish = |w: &Arc<Waiter>, outcome| {
+        w.finish(outcome, 0);
+        finished = true;
+    };
+    match result {
+        // The control word: no waiter was woken.
+        Ok(0) => {}
+        Ok(last_woken) => {
+            let woken = &snapshot[last_woken - 1];
+            for (k, w) in snapshot.iter().enumerate() {
+                let index = k + 1;
+                if index == last_woken {
+                    finish(w, Outcome::Woken);
+                } else if index < last_woken
+                    && (same_word(w, woken) || w.cancel_requested() || changed(w))
+                {
+                    // May have been woken in the same instant.
+                    finish(w, Outcome::Woken);
+                } else if index > last_woken && changed(w) {
+                    finish(w, Outcome::Mismatch);
+                }
+            }
+        }
+        Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
+            for w in snapshot {
+                if changed(w) {
+                    finish(w, Outcome::Mismatch);
+                }
+            }
+        }
+        Err(e) => {
+            // EFAULT or EINVAL: find the offending words one by one.
+            let errno = e.raw_os_error().unwrap_or(libc::EINVAL);
+            let mut any = false;
+            for w in snapshot {
+                if let Err(e) = futex::check_readable(w.word().addr(), w.word().is_private()) {
+                    w.finish(Outcome::Failed, e.raw_os_error().unwrap_or(errno));
+                    any = true;
+                }
+            }
+            if !any {
+                for w in snapshot {
+                    w.finish(Outcome::Failed, errno);
+                }
+            }
+            finished = true;
+        }
+    }
+    finished
 }

@@ -336,7 +336,8 @@ pub extern "C" fn afx_select_backend(kind: c_int) -> c_int {
     })
 }
 
-/// The name of a backend code (`"io_uring"`, `"thread"`), or `"unknown"`.
+/// The name of a backend code (`"io_uring"`, `"thread"`, `"auto"`), or
+/// `"unknown"`. Never NULL.
 #[no_mangle]
 pub extern "C" fn afx_backend_name(kind: c_int) -> *const c_char {
     let name: &'static str = match kind {
