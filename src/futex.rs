@@ -154,11 +154,13 @@ impl AsyncFutex {
         }
     }
 
-    /// The backend serving this process's async waits.
-    pub fn backend(&self) -> BackendKind {
-        backend::current()
-            .map(|b| b.kind())
-            .unwrap_or(BackendKind::Thread)
+    /// The backend serving this process's async waits (the same for every
+    /// handle; see [`backend`](crate::backend)).
+    ///
+    /// # Errors
+    /// Only in a `fork` child whose fresh backend cannot start.
+    pub fn backend(&self) -> io::Result<BackendKind> {
+        backend::backend()
     }
 
     pub(crate) fn shared_word(&self) -> &Arc<Word> {

@@ -163,11 +163,14 @@ impl Waiter {
             .state
             .fetch_or(DONE | (outcome as u32) << OUTCOME_SHIFT, Ordering::AcqRel);
         debug_assert_eq!(prev & DONE, 0, "a wait finished twice");
-        if prev & CANCEL != 0 {
-            if outcome.consumed_wake() {
-                self.forward();
-            }
-        } else {
+        if prev & CANCEL != 0 && outcome.consumed_wake() {
+            self.forward();
+        }
+        // The last touch of the word. Delivery below only needs the waiter
+        // itself, so a task woken here may drop its handle without waiting
+        // on us (even if its executor polls it inside `wake`).
+        self.word.wait_finished();
+        if prev & CANCEL == 0 {
             self.deliver();
         }
         self.state.fetch_or(DELIVERED, Ordering::Release);
@@ -175,7 +178,6 @@ impl Waiter {
             // A synchronous canceller may be sleeping on the state word.
             let _ = futex::wake(&self.state, u32::MAX, true);
         }
-        self.word.wait_finished();
     }
 
     /// Passes on a wake this wait consumed but nobody will observe. The
