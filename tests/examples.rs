@@ -1,0 +1,437 @@
+//! Runs every example, each as its own `#[test]`: the Rust examples
+//! (`examples/*.rs` and the `async_futex_example` binary) and the C examples
+//! (`examples-c/`, built with its own Makefile against the freshly built
+//! `libasyncfutex.so` and `include/asyncfutex.h`).
+//!
+//! Every example checks what it demonstrates and exits non-zero when the
+//! behaviour is wrong; a test passes when its example exits 0, printed its
+//! final line, and names the backend `AFX_BACKEND` asked for. Each run has a
+//! watchdog: an example still running after [`TIMEOUT`] is killed with its
+//! whole process group and fails. The environment passes through, so the
+//! suite runs once per backend:
+//! `AFX_BACKEND=io_uring cargo test --test examples` and
+//! `AFX_BACKEND=thread cargo test --test examples`. A backend that cannot
+//! run on this machine gives counted SKIP lines, never a silent pass.
+//!
+//! Needs `make`, a C compiler and libuv (`pkg-config libuv`); a missing one
+//! is a failure with an install hint, not a skip.
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Watchdog for one example (each also has its own 20–30 s alarm).
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+static SKIPS: AtomicUsize = AtomicUsize::new(0);
+
+/// Writes straight to stderr, past the harness's output capture.
+fn announce(line: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn requested_backend() -> String {
+    std::env::var("AFX_BACKEND").unwrap_or_default()
+}
+
+/// `None` when the examples can run with the requested backend, or the
+/// reason they cannot (a forced backend this machine cannot run).
+fn backend_unavailable() -> Option<String> {
+    static PROBE: OnceLock<Option<String>> = OnceLock::new();
+    PROBE
+        .get_or_init(|| match asyncfutex::backend() {
+            Ok(_) => None,
+            Err(e) => {
+                let wanted = requested_backend();
+                if wanted.is_empty() || wanted == "auto" {
+                    panic!("no wait backend can run here: {e}");
+                }
+                Some(format!("AFX_BACKEND={wanted} cannot run here: {e}"))
+            }
+        })
+        .clone()
+}
+
+/// Counted skip when the requested backend cannot run; returns whether to
+/// skip.
+fn skip_if_unavailable(label: &str) -> bool {
+    let Some(reason) = backend_unavailable() else {
+        return false;
+    };
+    let n = SKIPS.fetch_add(1, Ordering::SeqCst) + 1;
+    announce(&format!("SKIP {label}: {reason} [skip #{n} of this run]"));
+    true
+}
+
+/// Runs `cmd` to completion; its combined output on failure.
+fn run_quiet(cmd: &mut Command, what: &str) -> Result<String, String> {
+    let out = cmd
+        .output()
+        .map_err(|e| format!("{what}: cannot run {:?}: {e}", cmd.get_program()))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(format!("{what} failed ({}):\n{text}", out.status))
+    }
+}
+
+/// `target/<profile>` of this test binary, and the cargo profile name.
+fn profile_dir() -> Result<(PathBuf, String), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    // <target-dir>[/<triple>]/<profile>/deps/<test-binary>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| format!("unexpected test binary path {}", exe.display()))?
+        .to_path_buf();
+    let name = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| format!("unexpected profile dir {}", dir.display()))?;
+    let profile = match name {
+        "debug" => "dev",
+        other => other,
+    }
+    .to_owned();
+    Ok((dir, profile))
+}
+
+/// Builds the cdylib, the binaries and the examples with this test's
+/// profile (`cargo test` builds none of them where the C side and this
+/// driver look) and returns `target/<profile>`.
+fn cargo_build() -> Result<PathBuf, String> {
+    let (dir, profile) = profile_dir()?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from(env!("CARGO")));
+    let mut cmd = Command::new(cargo);
+    cmd.args([
+        "build",
+        "--lib",
+        "--bins",
+        "--examples",
+        "--profile",
+        &profile,
+    ])
+    .arg("--manifest-path")
+    .arg(manifest_dir().join("Cargo.toml"));
+    if std::env::var_os("CARGO_TARGET_DIR").is_none() {
+        if let Some(above) = dir.parent() {
+            // `target/<triple>/<profile>` when built with `--target`.
+            let is_target_dir = above.join("CACHEDIR.TAG").exists();
+            match above.parent() {
+                Some(root) if !is_target_dir && root.join("CACHEDIR.TAG").exists() => {
+                    cmd.arg("--target-dir").arg(root);
+                    if let Some(triple) = above.file_name() {
+                        cmd.arg("--target").arg(triple);
+                    }
+                }
+                _ => {
+                    cmd.arg("--target-dir").arg(above);
+                }
+            }
+        }
+    }
+    run_quiet(&mut cmd, "cargo build --lib --bins --examples")?;
+    if !dir.join("libasyncfutex.so").exists() {
+        return Err(format!("no libasyncfutex.so in {}", dir.display()));
+    }
+    Ok(dir)
+}
+
+fn cargo_built() -> &'static PathBuf {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match BUILT.get_or_init(cargo_build) {
+        Ok(dir) => dir,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// A fresh build directory for this process's C binaries (two test runs
+/// may share the target dir); removes those of processes that are gone.
+fn c_build_dir() -> Result<PathBuf, String> {
+    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("examples-c");
+    std::fs::create_dir_all(&base).map_err(|e| format!("{}: {e}", base.display()))?;
+    for entry in std::fs::read_dir(&base).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let pid = name.to_str().and_then(|n| n.strip_prefix("run-"));
+        if let Some(pid) = pid.and_then(|p| p.parse::<u32>().ok()) {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    let dir = base.join(format!("run-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(dir)
+}
+
+/// The C examples' build: its directory and the output of `make` (which
+/// keeps going past a failed program, so one missing library fails one
+/// test).
+struct CBuild {
+    dir: PathBuf,
+    log: String,
+}
+
+fn c_built() -> &'static CBuild {
+    static BUILT: OnceLock<Result<CBuild, String>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let lib_dir = cargo_built();
+        let dir = c_build_dir()?;
+        let mut cmd = Command::new("make");
+        cmd.arg("-C")
+            .arg(manifest_dir().join("examples-c"))
+            .args(["-k", "-j4"])
+            .arg(format!("BUILD={}", dir.display()))
+            .arg(format!("LIBDIR={}", lib_dir.display()))
+            .arg(format!(
+                "INCDIR={}",
+                manifest_dir().join("include").display()
+            ));
+        let log = match cmd.output() {
+            Ok(out) => format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Err(e) => {
+                return Err(format!(
+                    "cannot run make ({e}): install make and a C compiler \
+                     (apt-get install make gcc)"
+                ))
+            }
+        };
+        Ok(CBuild { dir, log })
+    });
+    match built {
+        Ok(build) => build,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// How a program ended.
+struct Outcome {
+    status: Option<ExitStatus>,
+    timed_out: bool,
+    stdout: String,
+    stderr: String,
+    elapsed: Duration,
+}
+
+fn describe(status: Option<ExitStatus>) -> String {
+    match status {
+        Some(s) => match (s.code(), s.signal()) {
+            (Some(code), _) => format!("exit status {code}"),
+            (None, Some(sig)) => format!("killed by signal {sig}"),
+            _ => format!("{s}"),
+        },
+        None => "unknown status".to_owned(),
+    }
+}
+
+/// Runs `cmd` in a process group of its own, killing the whole group when
+/// the watchdog expires (the examples fork) and once it has exited.
+fn run_with_watchdog(mut cmd: Command) -> Outcome {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let start = Instant::now();
+    let mut child = match cmd.spawn() {
+        Ok(child) => child,
+        Err(e) => panic!("cannot start {:?}: {e}", cmd.get_program()),
+    };
+    let pgid = child.id() as libc::pid_t;
+    let mut out_pipe = child.stdout.take().expect("piped");
+    let mut err_pipe = child.stderr.take().expect("piped");
+    let out_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = out_pipe.read_to_end(&mut buf);
+        buf
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = err_pipe.read_to_end(&mut buf);
+        buf
+    });
+    let (tx, rx) = mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    let kill_group = || {
+        // SAFETY: plain kill(2) of the process group we created.
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    };
+    let (status, timed_out) = match rx.recv_timeout(TIMEOUT) {
+        Ok(status) => (status.ok(), false),
+        Err(_) => {
+            kill_group();
+            (rx.recv().ok().and_then(Result::ok), true)
+        }
+    };
+    let elapsed = start.elapsed();
+    kill_group(); // strays
+    let _ = waiter.join();
+    let stdout = String::from_utf8_lossy(&out_reader.join().unwrap_or_default()).into_owned();
+    let stderr = String::from_utf8_lossy(&err_reader.join().unwrap_or_default()).into_owned();
+    Outcome {
+        status,
+        timed_out,
+        stdout,
+        stderr,
+        elapsed,
+    }
+}
+
+/// Passes when the program exited 0, printed `last_line_prefix` as its
+/// final line, and names the requested backend; panics with its output
+/// otherwise.
+fn judge(label: &str, outcome: &Outcome, last_line_prefix: &str) {
+    let shown = || {
+        format!(
+            "--- stdout ---\n{}--- stderr ---\n{}",
+            outcome.stdout, outcome.stderr
+        )
+    };
+    let backend = requested_backend();
+    if outcome.timed_out {
+        panic!(
+            "{label}: watchdog expired after {:?}: killed (AFX_BACKEND={backend})\n{}",
+            outcome.elapsed,
+            shown()
+        );
+    }
+    if outcome.status.and_then(|s| s.code()) != Some(0) {
+        panic!(
+            "{label}: {} after {:.2} s (AFX_BACKEND={backend})\n{}",
+            describe(outcome.status),
+            outcome.elapsed.as_secs_f64(),
+            shown()
+        );
+    }
+    let last = outcome.stdout.lines().last().unwrap_or("");
+    if !last.starts_with(last_line_prefix) {
+        panic!(
+            "{label}: exit status 0 but the last line is not \"{last_line_prefix}...\"\n{}",
+            shown()
+        );
+    }
+    if !backend.is_empty() && backend != "auto" {
+        let named = outcome.stdout.contains(&format!("backend {backend}"))
+            || outcome.stdout.contains(&format!("backend: {backend}"));
+        if !named {
+            panic!(
+                "{label}: AFX_BACKEND={backend} but the output does not name that backend\n{}",
+                shown()
+            );
+        }
+    }
+    announce(&format!(
+        "examples: {label}: {last} ({:.2} s, AFX_BACKEND={backend})",
+        outcome.elapsed.as_secs_f64()
+    ));
+}
+
+/// Builds (once) and runs one Rust example, or the `bin` binary.
+fn run_rust(name: &str, bin: bool, last_line_prefix: &str) {
+    if skip_if_unavailable(name) {
+        return;
+    }
+    let dir = cargo_built();
+    let path = if bin {
+        dir.join(name)
+    } else {
+        dir.join("examples").join(name)
+    };
+    assert!(path.exists(), "{} was not built", path.display());
+    let outcome = run_with_watchdog(Command::new(&path));
+    judge(name, &outcome, last_line_prefix);
+}
+
+/// Builds (once) and runs one C example from `examples-c/`.
+fn run_c(name: &str) {
+    let label = format!("examples-c/{name}");
+    if skip_if_unavailable(&label) {
+        return;
+    }
+    let build = c_built();
+    let path = build.dir.join(name);
+    if !path.exists() {
+        let mut hint = String::new();
+        if name == "libuv_loop" {
+            let has_libuv = Command::new("pkg-config")
+                .args(["--exists", "libuv"])
+                .status()
+                .is_ok_and(|s| s.success());
+            if !has_libuv {
+                hint = "\nlibuv is missing: install libuv1-dev and pkg-config \
+                        (Debian/Ubuntu: scripts/setup-debian.sh does it)"
+                    .to_owned();
+            }
+        }
+        panic!(
+            "{label}: not built by make{hint}\n--- make output ---\n{}",
+            build.log
+        );
+    }
+    let outcome = run_with_watchdog(Command::new(&path));
+    judge(&label, &outcome, "OK");
+}
+
+#[test]
+fn rust_async_futex_example() {
+    run_rust("async_futex_example", true, "all demos passed");
+}
+
+#[test]
+fn rust_producer_consumer() {
+    run_rust("producer_consumer", false, "OK");
+}
+
+#[test]
+fn rust_process_lock() {
+    run_rust("process_lock", false, "OK");
+}
+
+#[test]
+fn rust_broadcast() {
+    run_rust("broadcast", false, "OK");
+}
+
+#[test]
+fn c_epoll_loop() {
+    run_c("epoll_loop");
+}
+
+#[test]
+fn c_libuv_loop() {
+    run_c("libuv_loop");
+}
+
+#[test]
+fn c_producer_consumer() {
+    run_c("producer_consumer");
+}
+
+#[test]
+fn c_process_lock() {
+    run_c("process_lock");
+}
+
+#[test]
+fn c_broadcast() {
+    run_c("broadcast");
+}
