@@ -23,6 +23,19 @@ fn version_macros_match_cargo_toml() {
         asyncfutex::ffi::AFX_VERSION_PATCH
     );
     assert_eq!(version, env!("CARGO_PKG_VERSION"));
+    let number: u32 = [
+        env!("CARGO_PKG_VERSION_MAJOR"),
+        env!("CARGO_PKG_VERSION_MINOR"),
+        env!("CARGO_PKG_VERSION_PATCH"),
+    ]
+    .iter()
+    .map(|part| part.parse::<u32>().expect("numeric version part"))
+    .fold(0, |acc, part| acc * 100 + part);
+    assert_eq!(asyncfutex::ffi::AFX_VERSION_NUMBER, number);
+    assert!(
+        COMMITTED.contains("#define AFX_VERSION_NUMBER "),
+        "header lacks AFX_VERSION_NUMBER"
+    );
     // SAFETY: afx_version returns a static NUL-terminated string.
     let runtime = unsafe { CStr::from_ptr(asyncfutex::ffi::afx_version()) };
     assert_eq!(runtime.to_str().unwrap(), env!("CARGO_PKG_VERSION"));

@@ -33,6 +33,10 @@ pub const AFX_VERSION_MAJOR: u32 = 0;
 pub const AFX_VERSION_MINOR: u32 = 1;
 /// Library version, patch part.
 pub const AFX_VERSION_PATCH: u32 = 0;
+/// Library version as one number, `major * 10000 + minor * 100 + patch`
+/// (0.1.0 is 100), for `#if AFX_VERSION_NUMBER >= ...` checks.
+pub const AFX_VERSION_NUMBER: u32 =
+    AFX_VERSION_MAJOR * 10000 + AFX_VERSION_MINOR * 100 + AFX_VERSION_PATCH;
 /// `afx_select_backend`: probe, io_uring first, threads as fallback.
 pub const AFX_BACKEND_AUTO: c_int = 0;
 /// Backend: `IORING_OP_FUTEX_WAIT` on one ring served by one library thread.
