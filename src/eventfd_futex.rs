@@ -36,7 +36,7 @@ enum Armed {
 /// (they are thread-safe, but concurrent use makes no sense).
 pub struct EventFdFutex {
     futex: AsyncFutex,
-    fd: Arc<OwnedFd>,
+    fd: OwnedFd,
     armed: Mutex<Option<Armed>>,
 }
 
@@ -57,7 +57,7 @@ impl EventFdFutex {
     pub fn new(futex: AsyncFutex) -> io::Result<EventFdFutex> {
         Ok(EventFdFutex {
             futex,
-            fd: Arc::new(eventfd::create()?),
+            fd: eventfd::create()?,
             armed: Mutex::new(None),
         })
     }
@@ -89,7 +89,7 @@ impl EventFdFutex {
             return Ok(());
         }
         let backend = backend::current()?;
-        let sink = Sink::EventFd(Arc::clone(&self.fd));
+        let sink = Sink::EventFd(self.fd.as_raw_fd());
         let waiter = Waiter::arm(self.futex.shared_word(), expected, sink, backend);
         *slot = Some(Armed::Kernel(waiter));
         Ok(())

@@ -20,7 +20,7 @@
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Waker;
@@ -71,8 +71,13 @@ impl Outcome {
 pub(crate) enum Sink {
     /// A task's waker (Rust futures).
     Task(Mutex<Option<Waker>>),
-    /// An eventfd that becomes readable (C handles, foreign loops).
-    EventFd(Arc<OwnedFd>),
+    /// An eventfd that becomes readable (C handles, foreign loops). It is
+    /// owned by the [`EventFdFutex`](crate::EventFdFutex) that armed the
+    /// wait, which closes it only after this waiter is `DELIVERED` (ack and
+    /// cancel wait for that); the waiter never touches it afterwards. So
+    /// the fd is closed exactly when the handle goes, not when a backend
+    /// thread happens to drop its last reference to the waiter.
+    EventFd(RawFd),
 }
 
 /// One armed wait.
@@ -191,6 +196,13 @@ impl Waiter {
         }
     }
 
+    fn borrow<'a>(fd: RawFd) -> BorrowedFd<'a> {
+        // SAFETY: see `Sink::EventFd`: the owning handle keeps the fd open
+        // until this waiter is DELIVERED, and it is used only before that
+        // (delivery) or by that handle itself (draining).
+        unsafe { BorrowedFd::borrow_raw(fd) }
+    }
+
     fn deliver(&self) {
         match &self.sink {
             Sink::Task(slot) => {
@@ -200,7 +212,7 @@ impl Waiter {
                 }
             }
             Sink::EventFd(fd) => {
-                let _ = eventfd::signal(fd.as_fd());
+                let _ = eventfd::signal(Self::borrow(*fd));
             }
         }
     }
@@ -221,7 +233,7 @@ impl Waiter {
                 self.forward();
             }
             if let Sink::EventFd(fd) = &self.sink {
-                let _ = eventfd::drain(fd.as_fd());
+                let _ = eventfd::drain(Self::borrow(*fd));
             }
             return;
         }
@@ -240,7 +252,7 @@ impl Waiter {
     pub(crate) fn settle_eventfd(&self) {
         self.wait_delivered_spin();
         if let Sink::EventFd(fd) = &self.sink {
-            let _ = eventfd::drain(fd.as_fd());
+            let _ = eventfd::drain(Self::borrow(*fd));
         }
     }
 

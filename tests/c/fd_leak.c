@@ -14,6 +14,8 @@
  */
 #include "common.h"
 
+#include <fcntl.h>
+
 #include <dirent.h>
 
 enum { KINDS = 8 };
@@ -108,6 +110,19 @@ int main(void)
     if (max_threads > threads_before + 2)
         FAIL("%d threads before, up to %d during the cycles", threads_before, max_threads);
     CHECK(threads_after <= threads_before + 2);
+
+    /* afx_free closes the handle's eventfd before it returns, even with a
+     * wait pending in the backend at that moment (no lingering fd). */
+    for (int i = 0; i < t_scale(1000); i++) {
+        afx_t *f = afx_new(word, 0);
+        CHECK_NOT_NULL(f);
+        int fd = afx_eventfd(f);
+        CHECK(fd >= 0);
+        CHECK_EQ(afx_wait_async(f, 1), 0);
+        afx_free(f);
+        if (fcntl(fd, F_GETFD) != -1 || errno != EBADF)
+            FAIL("round %d: eventfd %d still open after afx_free returned", i, fd);
+    }
     afx_free(waker);
     free(local);
     munmap(word, 4096);
