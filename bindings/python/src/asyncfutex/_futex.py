@@ -1,0 +1,305 @@
+"""The :class:`Futex` handle and the module-level helpers."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import errno
+import math
+from typing import Any, Optional, Tuple, Union
+
+from ._lib import library
+
+#: ``wake(WAKE_ALL)`` wakes every waiter.
+WAKE_ALL = 0xFFFF_FFFF
+_U32_MAX = 0xFFFF_FFFF
+_I64_MAX = (1 << 63) - 1
+
+_BACKENDS = {"auto": 0, "io_uring": 1, "thread": 2}
+
+#: Anything exposing a writable buffer: mmap.mmap, bytearray,
+#: ``SharedMemory.buf``, a writable memoryview, a ctypes object...
+Buffer = Any
+
+
+def strerror(err: int) -> str:
+    """The library's description of an error code (``-errno`` or ``errno``)."""
+    text: bytes = library().afx_strerror(int(err))
+    return text.decode()
+
+
+def _os_error(err: int) -> OSError:
+    """``OSError(errno, afx_strerror(errno))`` for a ``-errno`` or errno."""
+    err = abs(err)
+    return OSError(err, strerror(err))
+
+
+def _check(rc: int) -> int:
+    if rc < 0:
+        raise _os_error(rc)
+    return rc
+
+
+def _u32(value: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    if not 0 <= value <= _U32_MAX:
+        raise ValueError(f"{what} must be in 0..0xFFFFFFFF, got {value}")
+    return value
+
+
+def version() -> str:
+    """The library version, e.g. ``"0.1.0"``."""
+    text: bytes = library().afx_version()
+    return text.decode()
+
+
+def backend() -> str:
+    """The backend serving async waits in this process (``"io_uring"`` or
+    ``"thread"``), started if needed. Raises OSError if the requested one
+    (``AFX_BACKEND``) cannot run."""
+    lib = library()
+    name: bytes = lib.afx_backend_name(_check(lib.afx_backend()))
+    return name.decode()
+
+
+def select_backend(name: str) -> str:
+    """Chooses this process's backend before first use (``"auto"``,
+    ``"io_uring"``, ``"thread"``; overrides ``AFX_BACKEND``). Returns the
+    backend now in use; OSError(EBUSY) if another one already runs."""
+    if name not in _BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; expected one of {sorted(_BACKENDS)}")
+    lib = library()
+    chosen: bytes = lib.afx_backend_name(_check(lib.afx_select_backend(_BACKENDS[name])))
+    return chosen.decode()
+
+
+def _wake_future(fut: "asyncio.Future[None]") -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class Futex:
+    """A handle on one naturally aligned 32-bit futex word.
+
+    ``Futex(buffer, offset=0, private=False)`` uses the word at ``offset`` of
+    a writable buffer (``mmap.mmap``, ``SharedMemory.buf``, ``bytearray``…)
+    and keeps the buffer alive (exported) until :meth:`close`.
+    ``Futex(address)`` takes a raw address instead: then you keep the memory
+    mapped. Words in memory shared between processes use the default shared
+    key; ``private=True`` is for process-local words.
+
+    Semantics are futex semantics: a completed wait means "re-check the
+    word" (spurious completions are allowed), and the check-then-sleep is
+    atomic: a wait with ``expected`` sleeps only while the word holds it.
+    Errors from the library are ``OSError(errno, afx_strerror(errno))``.
+    """
+
+    def __init__(self, buffer_or_address: Union[Buffer, int], offset: int = 0, private: bool = False) -> None:
+        self._handle: Optional[int] = None  # first, so __del__ is always safe
+        self._word: Optional[ctypes.c_uint32] = None
+        self._owner: Any = None
+        self._fd = -1
+        self._pending: Optional[Tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]] = None
+        self._private = bool(private)
+        if isinstance(offset, bool) or not isinstance(offset, int):
+            raise TypeError(f"offset must be an int, not {type(offset).__name__}")
+        lib = library()
+        if isinstance(buffer_or_address, int) and not isinstance(buffer_or_address, bool):
+            address = buffer_or_address + offset
+            if address % 4:
+                raise ValueError(f"address {address:#x} is not 4-byte aligned (a futex word must be)")
+            # NULL and unmapped addresses are left to afx_new (EINVAL, EFAULT).
+            word = ctypes.c_uint32.from_address(address) if address > 0 else None
+            owner: Any = None
+        else:
+            try:
+                view = memoryview(buffer_or_address)
+            except TypeError:
+                raise TypeError(
+                    "Futex needs a writable buffer (mmap.mmap, SharedMemory.buf, bytearray, ...) "
+                    f"or an int address, not {type(buffer_or_address).__name__}"
+                ) from None
+            with view:
+                if view.readonly:
+                    raise TypeError(
+                        f"the {type(buffer_or_address).__name__} buffer is read-only; a futex word "
+                        "needs writable memory (mmap with ACCESS_WRITE/PROT_WRITE, bytearray, "
+                        "SharedMemory.buf)"
+                    )
+                size = view.nbytes
+            if offset < 0 or offset + 4 > size:
+                raise ValueError(f"offset {offset} is out of range for a buffer of {size} bytes")
+            if offset % 4:
+                raise ValueError(f"offset {offset} is not a multiple of 4 (a futex word must be aligned)")
+            # Exports the buffer: it stays alive (and an mmap cannot be
+            # closed) while this handle holds the word.
+            word = ctypes.c_uint32.from_buffer(buffer_or_address, offset)
+            address = ctypes.addressof(word)
+            if address % 4:
+                raise ValueError(f"the word at {address:#x} is not 4-byte aligned (the buffer itself is not)")
+            owner = buffer_or_address
+        handle = lib.afx_new(address if address > 0 else None, 1 if private else 0)
+        if not handle:
+            raise _os_error(ctypes.get_errno() or errno.EINVAL)
+        self._handle = handle
+        self._word = word
+        self._owner = owner
+        self._fd = _check(lib.afx_eventfd(handle))
+
+    # ---- lifetime ------------------------------------------------------
+
+    def _live(self) -> int:
+        handle = self._handle
+        if handle is None:
+            raise ValueError("operation on a closed Futex")
+        return handle
+
+    @property
+    def closed(self) -> bool:
+        return self._handle is None
+
+    def close(self) -> None:
+        """Frees the handle: an armed wait is cancelled (a wake it consumed is
+        passed on), the eventfd closed, and the buffer released. A pending
+        :meth:`wait_async` (call close from its loop's thread) raises
+        ValueError. Idempotent."""
+        handle = self._handle
+        if handle is None:
+            return
+        pending = self._pending
+        if pending is not None:
+            self._pending = None
+            loop, fut = pending
+            loop.remove_reader(self._fd)
+            if not fut.done():
+                fut.set_exception(ValueError("the Futex was closed during wait_async"))
+        self._handle = None
+        self._fd = -1
+        library().afx_free(handle)
+        self._word = None
+        self._owner = None
+
+    def __enter__(self) -> "Futex":
+        self._live()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # pragma: no cover - interpreter shutdown
+            pass
+
+    def __repr__(self) -> str:
+        if self._handle is None:
+            return "<asyncfutex.Futex closed>"
+        assert self._word is not None
+        return (
+            f"<asyncfutex.Futex word={ctypes.addressof(self._word):#x} value={self._word.value} "
+            f"eventfd={self._fd}{' private' if self._private else ''}>"
+        )
+
+    # ---- the word ------------------------------------------------------
+
+    @property
+    def address(self) -> int:
+        """The word's address."""
+        self._live()
+        assert self._word is not None
+        return ctypes.addressof(self._word)
+
+    @property
+    def value(self) -> int:
+        """The word, read with one aligned 32-bit load."""
+        self._live()
+        assert self._word is not None
+        return self._word.value
+
+    def store(self, value: int) -> None:
+        """Stores ``value`` (one aligned 32-bit store). Then :meth:`wake`."""
+        _u32(value, "value")
+        self._live()
+        assert self._word is not None
+        self._word.value = value
+
+    def fileno(self) -> int:
+        """The handle's eventfd (readable when the armed wait completed).
+        It belongs to the handle: never read or close it."""
+        self._live()
+        return self._fd
+
+    # ---- waking and waiting -------------------------------------------
+
+    def wake(self, n: int = 1) -> int:
+        """Wakes at most ``n`` waiters (any process, any kind;
+        ``WAKE_ALL``: all). Returns how many were woken."""
+        _u32(n, "n")
+        return _check(library().afx_wake(self._live(), n))
+
+    def wait(self, expected: int, timeout: Optional[float] = None) -> bool:
+        """Blocks (without the GIL) while the word holds ``expected``, for at
+        most ``timeout`` seconds (None: forever). Returns False on timeout;
+        True when woken, when the word did not hold ``expected``, or after a
+        signal handler ran: re-check the word."""
+        _u32(expected, "expected")
+        if timeout is None:
+            ns = -1
+        else:
+            seconds = float(timeout)
+            if math.isnan(seconds):
+                raise ValueError("timeout is NaN")
+            if seconds <= 0:
+                ns = 0
+            elif seconds * 1e9 >= _I64_MAX:
+                ns = -1
+            else:
+                ns = math.ceil(seconds * 1e9)
+        rc = library().afx_wait(self._live(), expected, ns)
+        if rc == -errno.ETIMEDOUT:
+            return False
+        if rc == -errno.EINTR:
+            return True
+        _check(rc)
+        return True
+
+    async def wait_async(self, expected: int) -> None:
+        """Awaits a wake while the word holds ``expected`` (returns at once if
+        it does not): re-check the word afterwards. Uses ``loop.add_reader``
+        on the eventfd, so any asyncio loop works (default, uvloop).
+
+        One async wait per handle at a time (OSError EBUSY otherwise; use one
+        handle per concurrent waiter). Cancel-safe: if the task is cancelled
+        (``asyncio.wait_for`` timeout, ``task.cancel()``), the wait is
+        disarmed and a wake it had consumed is passed on to another waiter.
+        """
+        _u32(expected, "expected")
+        handle = self._live()
+        loop = asyncio.get_running_loop()
+        lib = library()
+        _check(lib.afx_wait_async(handle, expected))
+        fd = self._fd
+        try:
+            while True:
+                fut: asyncio.Future[None] = loop.create_future()
+                self._pending = (loop, fut)
+                loop.add_reader(fd, _wake_future, fut)
+                try:
+                    await fut
+                finally:
+                    # Unless close() already did it (the fd may be gone).
+                    if self._pending is not None and self._pending[1] is fut:
+                        self._pending = None
+                        loop.remove_reader(fd)
+                if self._handle is None:
+                    raise ValueError("the Futex was closed during wait_async")
+                rc = lib.afx_ack(handle)
+                if rc == 1:
+                    return
+                _check(rc)  # 0: readiness without a completion; wait again
+        except BaseException:
+            if self._handle == handle:
+                lib.afx_cancel(handle)  # forwards a wake the wait consumed
+            raise
