@@ -1,36 +1,40 @@
-//! Event broadcast: one publisher process, several subscriber processes.
+//! Event broadcast: one publisher process, several subscriber processes,
+//! over [`asyncfutex::sync::EventCount`].
 //!
 //! `cargo run --example broadcast -- [subscribers] [events]`
 //! (default 4 subscribers, 2000 events)
 //!
-//! The publisher bumps an event counter (`fetch_add(1)`) and wakes every
-//! waiter (`wake(u32::MAX)`). Each subscriber remembers the last value it
-//! handled and awaits `wait_async(last_seen)`: it sleeps only while the
-//! counter still equals `last_seen`, so an event published between its
-//! read and its wait is never missed.
+//! The publisher calls `publish()`, which bumps a sequence number and wakes
+//! every waiter — making a `FUTEX_WAKE` only when a subscriber has flagged
+//! that it sleeps. Each subscriber awaits `wait_for_change(last_seen)`: it
+//! sleeps only while the sequence still equals `last_seen`, so an event
+//! published between its read and its wait is never missed. Subscribers
+//! announce they listen through a [`Semaphore`](asyncfutex::sync::Semaphore)
+//! (each releases one permit; the publisher acquires one per subscriber).
 //!
-//! A futex word is a level, not a queue: a subscriber that wakes up reads
-//! the *newest* counter, so several events published while it was busy or
+//! An event count is a level, not a queue: a subscriber that wakes up reads
+//! the *newest* sequence, so several events published while it was busy or
 //! waking up are seen as one step (they coalesce). That is the right model
-//! for "something changed, look at the state"; a subscriber that needs every
-//! event needs a queue (see producer_consumer.rs).
+//! for "something changed, look at the state"; a subscriber that needs
+//! every event needs a queue (see producer_consumer.rs).
 //!
 //! Checks: every subscriber sees the final value, and values only go up.
 
 use std::io::{self, Write};
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use asyncfutex::{AsyncFutex, SharedMemory};
+use asyncfutex::sync::{self, EventCount, Semaphore};
+use asyncfutex::SharedMemory;
 
-/// Word indices: the event counter, the number of subscribers ready, and
-/// per subscriber k: values observed (`RESULTS + 2k`), last value seen
-/// (`RESULTS + 2k + 1`).
-const COUNTER: usize = 0;
-const READY: usize = 16;
-const RESULTS: usize = 32;
+/// Byte offsets: the event state, the readiness semaphore, and per
+/// subscriber k: values observed (`RESULTS + 8k`), last value seen
+/// (`RESULTS + 8k + 4`).
+const EVENT: usize = 0;
+const READY: usize = 64;
+const RESULTS: usize = 128;
 const MAX_SUBSCRIBERS: u32 = 64;
 /// Events are published in bursts of this many, with a short pause between.
 const BURST: u32 = 100;
@@ -48,46 +52,39 @@ fn runtime() -> io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// Awaits a wake or a change from `expected`, with the watchdog.
-async fn wait(futex: &AsyncFutex, expected: u32, what: &str) -> io::Result<()> {
-    tokio::time::timeout(WATCHDOG, futex.wait_async(expected))
-        .await
-        .map_err(|_| fail(format!("{what}: nothing within {WATCHDOG:?}")))?
+fn word(mem: &SharedMemory, offset: usize) -> &AtomicU32 {
+    mem.word(offset / 4).expect("in bounds")
 }
 
-/// One subscriber process: follows the counter until it reaches `events`.
+/// One subscriber process: follows the sequence until it reaches `events`.
 async fn subscribe(mem: &Arc<SharedMemory>, k: usize, events: u32) -> io::Result<()> {
-    let counter = mem.futex(COUNTER)?;
-    let ready = mem.futex(READY)?;
-    let mut last_seen = counter.word().load(Ordering::Acquire);
+    let event = EventCount::open(mem, EVENT)?;
+    let ready = Semaphore::open(mem, READY)?;
+    let mut last_seen = event.seq();
     let mut observed = 0u32;
-    let slot = |i| mem.word(RESULTS + 2 * k + i).expect("in bounds");
-    // Tell the publisher we are listening.
-    ready.word().fetch_add(1, Ordering::Release);
-    ready.wake(1)?;
+    ready.release(1)?; // tell the publisher we are listening
     while last_seen != events {
-        wait(&counter, last_seen, "subscriber").await?;
-        let now = counter.word().load(Ordering::Acquire);
-        if now == last_seen {
-            continue; // a spurious completion: nothing new
-        }
+        let now = tokio::time::timeout(WATCHDOG, event.wait_for_change(last_seen))
+            .await
+            .map_err(|_| fail(format!("subscriber: nothing within {WATCHDOG:?}")))??;
         if now < last_seen {
-            return Err(fail(format!("counter went back: {last_seen} -> {now}")));
+            return Err(fail(format!("sequence went back: {last_seen} -> {now}")));
         }
         observed += 1; // `now - last_seen` events arrived as one step
         last_seen = now;
-        // Leave the progress where the publisher can report it.
-        slot(0).store(observed, Ordering::Relaxed);
-        slot(1).store(last_seen, Ordering::Release);
+        word(mem, RESULTS + 8 * k).store(observed, Ordering::Relaxed);
+        word(mem, RESULTS + 8 * k + 4).store(last_seen, Ordering::Release);
     }
     Ok(())
 }
 
 fn run(subscribers: u32, events: u32) -> io::Result<()> {
     let mem = Arc::new(SharedMemory::anonymous(4096)?);
+    let event = EventCount::create(&mem, EVENT)?;
+    let ready = Semaphore::create(&mem, READY, 0)?;
     println!(
         "broadcast: 1 publisher, {subscribers} subscriber processes, {events} events \
-         in bursts of {BURST} (backend {})",
+         in bursts of {BURST} over a sync::EventCount (backend {})",
         asyncfutex::backend()?
     );
     let mut children = Vec::new();
@@ -115,31 +112,26 @@ fn run(subscribers: u32, events: u32) -> io::Result<()> {
     }
 
     // The publisher (this process).
-    let counter = mem.futex(COUNTER)?;
-    let ready = mem.futex(READY)?;
     let start = Instant::now();
     let published = runtime()?.block_on(async {
         // Publish only once everyone listens, so the run shows coalescing
         // rather than late starters.
-        loop {
-            let n = ready.word().load(Ordering::Acquire);
-            if n == subscribers {
-                break;
-            }
-            wait(&ready, n, "publisher waiting for subscribers").await?;
+        for _ in 0..subscribers {
+            tokio::time::timeout(WATCHDOG, ready.acquire())
+                .await
+                .map_err(|_| fail("publisher: subscribers did not start"))??;
         }
-        let mut woken = 0u64;
+        let before = sync::futex_calls();
         for i in 1..=events {
-            counter.word().fetch_add(1, Ordering::Release); // publish,
-            woken += u64::from(counter.wake(u32::MAX)?); // then wake everyone
+            event.publish()?;
             if i % BURST == 0 || i + 1 == events {
                 // A pause between bursts: the subscribers catch up and fall
-                // asleep again, as between real-world bursts of events. The
-                // final event comes alone after a pause: it must wake them.
+                // asleep again. The final event comes alone after a pause:
+                // it must wake them.
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }
-        Ok::<_, io::Error>(woken)
+        Ok::<_, io::Error>(sync::futex_calls() - before)
     });
     let elapsed = start.elapsed();
     let mut failed = Vec::new();
@@ -151,19 +143,16 @@ fn run(subscribers: u32, events: u32) -> io::Result<()> {
             failed.push(k);
         }
     }
-    let woken = published?;
+    let wakes = published?;
     println!(
-        "  publisher: {events} events in {:.1} ms; its wake(u32::MAX) calls woke {woken} \
-         sleeping subscribers in all",
+        "  publisher: {events} events in {:.1} ms; only {wakes} of them found a subscriber \
+         asleep and made a FUTEX_WAKE",
         elapsed.as_secs_f64() * 1e3
     );
     let mut missed = 0;
     for k in 0..subscribers as usize {
-        let word = |i| mem.word(RESULTS + 2 * k + i).expect("in bounds");
-        let (observed, last) = (
-            word(0).load(Ordering::Relaxed),
-            word(1).load(Ordering::Acquire),
-        );
+        let observed = word(&mem, RESULTS + 8 * k).load(Ordering::Relaxed);
+        let last = word(&mem, RESULTS + 8 * k + 4).load(Ordering::Acquire);
         let verdict = if failed.contains(&k) {
             missed += 1;
             "FAILED (its error is above)"
@@ -179,10 +168,6 @@ fn run(subscribers: u32, events: u32) -> io::Result<()> {
             events.saturating_sub(observed)
         );
     }
-    println!(
-        "  (coalescing is expected: a subscriber reads the newest counter when it wakes, \
-         so events published while it was waking up count as one step)"
-    );
     if missed > 0 {
         return Err(fail(format!(
             "{missed} subscriber(s) did not see the final event"

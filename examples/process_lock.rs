@@ -1,23 +1,23 @@
-//! A lock shared between processes, on one futex word.
+//! A lock shared between processes: [`asyncfutex::sync::Mutex`].
 //!
 //! `cargo run --example process_lock -- [processes] [increments]`
 //! (default 4 processes × 5000 increments)
 //!
-//! The protocol is the classic one (Ulrich Drepper, "Futexes Are Tricky",
-//! mutex 3). The word holds 0 (unlocked), 1 (locked) or 2 (locked, and
-//! someone may be waiting):
+//! The mutex is a 16-byte `MutexState` in shared memory (the three-state
+//! futex lock with the holder's pid in the word; see the `sync::mutex`
+//! docs). Half the processes lock with `lock().await` in Tokio (two tasks
+//! each), the other half with `blocking_lock`. The lock protects a counter
+//! updated with a plain load and store (not an atomic add): without mutual
+//! exclusion increments are lost. Each worker reports how many futex calls
+//! its locking made (`sync::futex_calls`): uncontended lock/unlock pairs
+//! make none.
 //!
-//! - lock: `compare_exchange(0, 1)`; if that fails, `swap(2)` and, while the
-//!   old value was not 0, wait while the word is 2 and `swap(2)` again;
-//! - unlock: `swap(0)`; only if the old value was 2, `wake(1)`.
+//! Then the owner-death path: a process exits while holding the lock; the
+//! next locker gets it with `owner_died()`, repairs and marks it
+//! consistent.
 //!
-//! So an uncontended lock/unlock pair costs two atomic instructions and no
-//! system call. Half the processes lock with `wait_async` in Tokio (two
-//! tasks each), the other half with the blocking `wait`.
-//!
-//! The lock protects a counter that is updated with a plain load and a plain
-//! store (not an atomic add): without mutual exclusion increments are lost.
-//! Checks: the final count is exactly processes × increments.
+//! Checks: the final count is exactly processes × increments, the lock is
+//! free at the end, and the dead holder's lock is recovered.
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -25,17 +25,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use asyncfutex::{AsyncFutex, SharedMemory, WaitStatus};
+use asyncfutex::sync::{self, Mutex};
+use asyncfutex::SharedMemory;
 
-/// Word indices, each on its own cache line.
+/// Byte offsets: the mutex state, the counter, the futex-call tally.
 const LOCK: usize = 0;
-const COUNTER: usize = 16;
-/// Statistics: lock operations, those that took the slow path, unlocks
-/// that had to call `wake(1)`, and how many of those wakes found a sleeper.
-const LOCKS: usize = 32;
-const CONTENDED: usize = 48;
-const UNLOCK_WAKES: usize = 64;
-const WOKE: usize = 80;
+const COUNTER: usize = 64;
+const CALLS: usize = 128;
 
 /// No critical section lasts anywhere near this: waiting longer is a bug.
 const WATCHDOG: Duration = Duration::from_secs(10);
@@ -44,101 +40,22 @@ fn fail(msg: impl Into<String>) -> io::Error {
     io::Error::other(msg.into())
 }
 
-/// One process's view of the lock and its statistics.
-struct ProcessLock {
-    futex: AsyncFutex,
-    mem: Arc<SharedMemory>,
+fn word(mem: &SharedMemory, offset: usize) -> &AtomicU32 {
+    mem.word(offset / 4).expect("in bounds")
 }
 
-impl ProcessLock {
-    fn open(mem: &Arc<SharedMemory>) -> io::Result<ProcessLock> {
-        Ok(ProcessLock {
-            futex: mem.futex(LOCK)?,
-            mem: Arc::clone(mem),
-        })
+/// The critical section: a deliberately non-atomic read-modify-write.
+fn increment(mem: &SharedMemory) {
+    let counter = word(mem, COUNTER);
+    let value = counter.load(Ordering::Relaxed);
+    for _ in 0..20 {
+        std::hint::spin_loop(); // widen the window, so a broken lock shows
     }
-
-    fn word(&self) -> &AtomicU32 {
-        self.futex.word()
-    }
-
-    fn count(&self, stat: usize) {
-        self.mem
-            .word(stat)
-            .expect("in bounds")
-            .fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// The fast path: 0 -> 1. Returns the value seen on failure.
-    fn try_lock(&self) -> Result<(), u32> {
-        self.count(LOCKS);
-        self.word()
-            .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
-            .map(|_| ())
-    }
-
-    /// Blocking lock.
-    fn lock(&self) -> io::Result<()> {
-        let Err(mut c) = self.try_lock() else {
-            return Ok(());
-        };
-        self.count(CONTENDED);
-        if c != 2 {
-            c = self.word().swap(2, Ordering::Acquire);
-        }
-        while c != 0 {
-            // Sleep only while the word is still 2 (the kernel checks).
-            if self.futex.wait(2, Some(WATCHDOG))? == WaitStatus::TimedOut {
-                return Err(fail("blocking lock: no unlock wake within 10 s"));
-            }
-            c = self.word().swap(2, Ordering::Acquire);
-        }
-        Ok(())
-    }
-
-    /// Async lock: the same protocol, awaiting instead of blocking.
-    async fn lock_async(&self) -> io::Result<()> {
-        let Err(mut c) = self.try_lock() else {
-            return Ok(());
-        };
-        self.count(CONTENDED);
-        if c != 2 {
-            c = self.word().swap(2, Ordering::Acquire);
-        }
-        while c != 0 {
-            tokio::time::timeout(WATCHDOG, self.futex.wait_async(2))
-                .await
-                .map_err(|_| fail("async lock: no unlock wake within 10 s"))??;
-            c = self.word().swap(2, Ordering::Acquire);
-        }
-        Ok(())
-    }
-
-    fn unlock(&self) -> io::Result<()> {
-        if self.word().swap(0, Ordering::Release) == 2 {
-            // Someone may be asleep: pass the lock on to one of them.
-            self.count(UNLOCK_WAKES);
-            if self.futex.wake(1)? == 1 {
-                self.count(WOKE);
-            }
-        }
-        Ok(())
-    }
-
-    /// The critical section: a deliberately non-atomic read-modify-write.
-    fn increment(&self) {
-        let counter = self.mem.word(COUNTER).expect("in bounds");
-        let value = counter.load(Ordering::Relaxed);
-        // Widen the window a little, so that a broken lock shows at once.
-        for _ in 0..20 {
-            std::hint::spin_loop();
-        }
-        counter.store(value + 1, Ordering::Relaxed);
-    }
+    counter.store(value + 1, Ordering::Relaxed);
 }
 
 fn async_worker(mem: &Arc<SharedMemory>, increments: u32) -> io::Result<()> {
-    let lock = Arc::new(ProcessLock::open(mem)?);
+    let lock = Arc::new(Mutex::open(mem, LOCK)?);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -147,12 +64,14 @@ fn async_worker(mem: &Arc<SharedMemory>, increments: u32) -> io::Result<()> {
         let half = increments / 2;
         let mut tasks = Vec::new();
         for n in [half, increments - half] {
-            let lock = Arc::clone(&lock);
+            let (lock, mem) = (Arc::clone(&lock), Arc::clone(mem));
             tasks.push(tokio::spawn(async move {
                 for i in 0..n {
-                    lock.lock_async().await?;
-                    lock.increment();
-                    lock.unlock()?;
+                    let guard = tokio::time::timeout(WATCHDOG, lock.lock())
+                        .await
+                        .map_err(|_| fail("async lock: not acquired within 10 s"))??;
+                    increment(&mem);
+                    drop(guard);
                     if i % 64 == 0 {
                         tokio::task::yield_now().await; // let the other task in
                     }
@@ -168,58 +87,75 @@ fn async_worker(mem: &Arc<SharedMemory>, increments: u32) -> io::Result<()> {
 }
 
 fn blocking_worker(mem: &Arc<SharedMemory>, increments: u32) -> io::Result<()> {
-    let lock = ProcessLock::open(mem)?;
+    let lock = Mutex::open(mem, LOCK)?;
     for _ in 0..increments {
-        lock.lock()?;
-        lock.increment();
-        lock.unlock()?;
+        let guard = lock.blocking_lock(Some(WATCHDOG))?;
+        increment(mem);
+        drop(guard);
     }
     Ok(())
 }
 
+/// Forks a child running `body`; returns its pid.
+fn spawn(body: impl FnOnce() -> io::Result<()>) -> io::Result<libc::pid_t> {
+    let _ = io::stdout().flush();
+    // SAFETY: the child runs `body` and then `_exit`s.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        // SAFETY: alarm(2) has no memory-safety preconditions.
+        unsafe { libc::alarm(30) };
+        let code = match body() {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("child: {e}");
+                1
+            }
+        };
+        // SAFETY: leave the child without running the parent's exit path.
+        unsafe { libc::_exit(code) };
+    }
+    Ok(pid)
+}
+
+fn reap(pid: libc::pid_t) -> bool {
+    let mut status = 0;
+    // SAFETY: reaps our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
+}
+
 fn run(processes: u32, increments: u32) -> io::Result<()> {
     let mem = Arc::new(SharedMemory::anonymous(4096)?);
+    let lock = Mutex::create(&mem, LOCK)?;
     println!(
-        "process_lock: {processes} processes × {increments} increments under one futex lock \
-         (backend {})",
+        "process_lock: {processes} processes × {increments} increments under one \
+         sync::Mutex (backend {})",
         asyncfutex::backend()?
     );
     let start = Instant::now();
     let mut children = Vec::new();
     for p in 0..processes {
         let kind = if p % 2 == 0 { "async" } else { "blocking" };
-        let _ = io::stdout().flush();
-        // SAFETY: the child runs its worker and then `_exit`s.
-        let pid = unsafe { libc::fork() };
-        if pid < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if pid == 0 {
-            // SAFETY: alarm(2) has no memory-safety preconditions.
-            unsafe { libc::alarm(30) };
-            let result = if kind == "async" {
-                async_worker(&mem, increments)
+        let mem = Arc::clone(&mem);
+        let pid = spawn(move || {
+            let before = sync::futex_calls();
+            if kind == "async" {
+                async_worker(&mem, increments)?;
             } else {
-                blocking_worker(&mem, increments)
-            };
-            let code = match result {
-                Ok(()) => 0,
-                Err(e) => {
-                    eprintln!("process {p} ({kind}): {e}");
-                    1
-                }
-            };
-            // SAFETY: leave the child without running the parent's exit path.
-            unsafe { libc::_exit(code) };
-        }
+                blocking_worker(&mem, increments)?;
+            }
+            let calls = (sync::futex_calls() - before) as u32;
+            word(&mem, CALLS).fetch_add(calls, Ordering::Relaxed);
+            Ok(())
+        })?;
         children.push((pid, p, kind));
     }
     let mut failed = false;
     for (pid, p, kind) in children {
-        let mut status = 0;
-        // SAFETY: reaps our own child.
-        unsafe { libc::waitpid(pid, &mut status, 0) };
-        let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+        let ok = reap(pid);
         println!(
             "  process {p} ({kind:<8}): {}",
             if ok { "done" } else { "FAILED" }
@@ -230,40 +166,49 @@ fn run(processes: u32, increments: u32) -> io::Result<()> {
     if failed {
         return Err(fail("a worker process failed"));
     }
-
-    let stat = |i: usize| mem.word(i).expect("in bounds").load(Ordering::Relaxed);
-    let (locks, contended, unlock_wakes, woke) =
-        (stat(LOCKS), stat(CONTENDED), stat(UNLOCK_WAKES), stat(WOKE));
     let expected = processes * increments;
-    let counter = stat(COUNTER);
+    let counter = word(&mem, COUNTER).load(Ordering::SeqCst);
+    let calls = word(&mem, CALLS).load(Ordering::Relaxed);
     println!(
-        "  counter = {counter} (expected {expected}), {:.2} s",
+        "  counter = {counter} (expected {expected}), {:.2} s; {expected} lock/unlock pairs made \
+         {calls} futex calls (waits and wakes) — the uncontended ones made none",
         elapsed.as_secs_f64()
-    );
-    println!(
-        "  {locks} lock operations: {contended} found the lock taken; {unlock_wakes} unlocks \
-         had to call wake(1) ({:.1}% of locks), {woke} of those woke a sleeper",
-        100.0 * f64::from(unlock_wakes) / f64::from(locks.max(1))
-    );
-    println!(
-        "  (the other unlocks saw no waiter and made no system call; a lock taken after \
-         waiting keeps the word at 2, so its unlock wakes even when nobody sleeps: \
-         the protocol errs on the safe side)"
     );
     if counter != expected {
         return Err(fail(format!(
             "counter is {counter}, expected {expected}: mutual exclusion failed"
         )));
     }
-    if locks != expected {
-        return Err(fail(format!(
-            "{locks} lock operations, expected {expected}"
-        )));
-    }
-    if stat(LOCK) != 0 {
+    if lock.state().word().load(Ordering::SeqCst) != 0 {
         return Err(fail("the lock is still held"));
     }
-    println!("OK: no increment lost");
+
+    // Owner death: a process exits holding the lock.
+    let child_mem = Arc::clone(&mem);
+    let pid = spawn(move || {
+        let lock = Mutex::open(&child_mem, LOCK)?;
+        let guard = lock.blocking_lock(Some(WATCHDOG))?;
+        word(&child_mem, COUNTER).store(u32::MAX, Ordering::SeqCst); // half an update
+        std::mem::forget(guard); // and exit without unlocking
+        Ok(())
+    })?;
+    if !reap(pid) {
+        return Err(fail("the dying holder failed"));
+    }
+    let mut guard = lock.blocking_lock(Some(WATCHDOG))?;
+    if !guard.owner_died() {
+        return Err(fail("the holder died, but owner_died() is false"));
+    }
+    word(&mem, COUNTER).store(expected, Ordering::SeqCst); // repair
+    guard.mark_consistent();
+    drop(guard);
+    let guard = lock.try_lock()?.ok_or_else(|| fail("lock not free"))?;
+    if guard.owner_died() {
+        return Err(fail("still inconsistent after mark_consistent"));
+    }
+    drop(guard);
+    println!("  a process exited holding the lock: the next locker got it with owner_died(), repaired, marked it consistent");
+    println!("OK: no increment lost, dead holder recovered");
     Ok(())
 }
 

@@ -1,20 +1,15 @@
-//! Producer and consumer processes over a ring buffer in shared memory.
+//! Producer and consumer processes over an SPSC channel in shared memory:
+//! [`asyncfutex::sync::channel`].
 //!
 //! `cargo run --example producer_consumer -- [items]` (default 100000)
 //!
-//! The ring has `CAP` slots and two free-running counters, each on its own
-//! futex word: `head` (items produced, written only by the producer) and
-//! `tail` (items consumed, written only by the consumer). The consumer
-//! awaits `head.wait_async(tail)` when the ring is empty; the producer
-//! awaits `tail.wait_async(tail)` when it is full.
-//!
-//! Wakes are sent only when they can matter: the producer wakes the
-//! consumer only if the ring was empty before its push (only then can the
-//! consumer be asleep), and the consumer wakes the producer only if the ring
-//! was full before its pop. That is safe because each side sleeps with the
-//! exact value it checked (the kernel re-checks it), and because both sides
-//! publish their counter and then read the other's with `SeqCst`, so at
-//! least one of them sees the other's update.
+//! The channel is a ring of `CAP` fixed-size frames after a 192-byte
+//! header holding two free-running counters, each a futex word: `head`
+//! (frames sent, written only by the sender) and `tail` (frames received,
+//! written only by the receiver). `recv().await` sleeps on `head` when the
+//! ring is empty, `send().await` on `tail` when it is full, and a side
+//! wakes the other only on the empty→non-empty and full→non-full
+//! transitions (see the `sync::channel` docs for why that never loses one).
 //!
 //! Checks: every item arrives, in order, with the right value; the
 //! producer's and consumer's checksums agree. Exits non-zero otherwise.
@@ -25,19 +20,18 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use asyncfutex::{AsyncFutex, SharedMemory};
+use asyncfutex::sync::{self, channel, ChannelHeader, Receiver, Sender};
+use asyncfutex::SharedMemory;
 
-/// Slots in the ring (a power of two, so `counter % CAP` survives wrap-around).
+/// Frames in the ring (a power of two).
 const CAP: u32 = 1024;
-/// Word indices; `head` and `tail` sit on different cache lines.
-const HEAD: usize = 0;
-const TAIL: usize = 16;
-/// Statistics the producer leaves for the parent to print.
-const P_CHECKSUM: usize = 32;
-const P_SLEEPS: usize = 33;
-const P_WAKES: usize = 34;
-const P_WOKE: usize = 35;
-const RING: usize = 64;
+/// Each frame is one item: 4 bytes.
+const FRAME: u32 = 4;
+/// Byte offsets: statistics the producer leaves for the parent, then the
+/// channel (64-aligned).
+const P_CHECKSUM: usize = 0;
+const P_CALLS: usize = 4;
+const CHANNEL: usize = 64;
 
 /// A wait that must end, ends within this, or the example fails.
 const WATCHDOG: Duration = Duration::from_secs(10);
@@ -56,120 +50,43 @@ fn fail(msg: impl Into<String>) -> io::Error {
     io::Error::other(msg.into())
 }
 
-/// The ring as seen by one process (its own handles on its own mapping).
-struct Ring {
-    mem: Arc<SharedMemory>,
-    head: AsyncFutex,
-    tail: AsyncFutex,
+fn word(mem: &SharedMemory, offset: usize) -> &AtomicU32 {
+    mem.word(offset / 4).expect("in bounds")
 }
 
-impl Ring {
-    fn open(mem: &Arc<SharedMemory>) -> io::Result<Ring> {
-        Ok(Ring {
-            mem: Arc::clone(mem),
-            head: mem.futex(HEAD)?,
-            tail: mem.futex(TAIL)?,
-        })
-    }
-
-    fn slot(&self, counter: u32) -> &AtomicU32 {
-        self.mem
-            .word(RING + (counter % CAP) as usize)
-            .expect("the ring fits in the mapping")
-    }
-
-    fn stat(&self, index: usize) -> &AtomicU32 {
-        self.mem.word(index).expect("in bounds")
-    }
-}
-
-/// Awaits a wake or a change of `futex` from `expected`, with the watchdog.
-async fn wait(futex: &AsyncFutex, expected: u32, what: &str) -> io::Result<()> {
-    tokio::time::timeout(WATCHDOG, futex.wait_async(expected))
-        .await
-        .map_err(|_| fail(format!("{what}: no wake within {WATCHDOG:?}")))?
-}
-
-async fn produce(ring: &Ring, items: u32) -> io::Result<()> {
-    let (mut sum, mut sleeps, mut wakes, mut woke) = (0u64, 0u32, 0u32, 0u32);
-    let mut head = 0u32;
+async fn produce(mem: &Arc<SharedMemory>, items: u32) -> io::Result<()> {
+    let mut tx = Sender::open(mem, CHANNEL)?;
+    let before = sync::futex_calls();
+    let mut sum = 0u64;
     for i in 0..items {
-        // Full? Sleep until the consumer moves `tail` on from what we saw.
-        loop {
-            let tail = ring.tail.word().load(Ordering::SeqCst);
-            if head.wrapping_sub(tail) < CAP {
-                break;
-            }
-            sleeps += 1;
-            wait(&ring.tail, tail, "producer (ring full)").await?;
-        }
         let value = item(i);
-        ring.slot(head).store(value, Ordering::Relaxed);
+        tokio::time::timeout(WATCHDOG, tx.send(&value.to_le_bytes()))
+            .await
+            .map_err(|_| fail("producer: ring full for 10 s"))??;
         sum = fold(sum, value);
-        // Publish the item, then look at `tail`: the consumer can only be
-        // asleep if it had consumed everything, i.e. `tail == head`.
-        ring.head
-            .word()
-            .store(head.wrapping_add(1), Ordering::SeqCst);
-        if ring.tail.word().load(Ordering::SeqCst) == head {
-            wakes += 1;
-            woke += ring.head.wake(1)?;
-        }
-        head = head.wrapping_add(1);
     }
-    ring.stat(P_CHECKSUM).store(sum as u32, Ordering::Relaxed);
-    ring.stat(P_SLEEPS).store(sleeps, Ordering::Relaxed);
-    ring.stat(P_WAKES).store(wakes, Ordering::Relaxed);
-    ring.stat(P_WOKE).store(woke, Ordering::Relaxed);
+    word(mem, P_CHECKSUM).store(sum as u32, Ordering::Relaxed);
+    word(mem, P_CALLS).store((sync::futex_calls() - before) as u32, Ordering::Relaxed);
     Ok(())
 }
 
-struct Consumed {
-    sum: u64,
-    sleeps: u32,
-    wakes: u32,
-    woke: u32,
-}
-
-async fn consume(ring: &Ring, items: u32) -> io::Result<Consumed> {
-    let (mut sum, mut sleeps, mut wakes, mut woke) = (0u64, 0u32, 0u32, 0u32);
-    let mut tail = 0u32;
+async fn consume(rx: &mut Receiver, items: u32) -> io::Result<u64> {
+    let mut sum = 0u64;
+    let mut buf = [0u8; FRAME as usize];
     for i in 0..items {
-        // Empty? Sleep until the producer moves `head` on from `tail`.
-        let mut head;
-        loop {
-            head = ring.head.word().load(Ordering::SeqCst);
-            if head != tail {
-                break;
-            }
-            sleeps += 1;
-            wait(&ring.head, tail, "consumer (ring empty)").await?;
-        }
-        let value = ring.slot(tail).load(Ordering::Relaxed);
-        if value != item(i) {
+        let n = tokio::time::timeout(WATCHDOG, rx.recv(&mut buf))
+            .await
+            .map_err(|_| fail("consumer: ring empty for 10 s"))??;
+        let value = u32::from_le_bytes(buf);
+        if n != 4 || value != item(i) {
             return Err(fail(format!(
-                "item {i}: got {value:#010x}, expected {:#010x} (lost or reordered)",
+                "item {i}: got {value:#010x} ({n} bytes), expected {:#010x} (lost or reordered)",
                 item(i)
             )));
         }
         sum = fold(sum, value);
-        // Free the slot, then look at `head`: the producer can only be
-        // asleep if the ring was full before this pop.
-        ring.tail
-            .word()
-            .store(tail.wrapping_add(1), Ordering::SeqCst);
-        if ring.head.word().load(Ordering::SeqCst).wrapping_sub(tail) == CAP {
-            wakes += 1;
-            woke += ring.tail.wake(1)?;
-        }
-        tail = tail.wrapping_add(1);
     }
-    Ok(Consumed {
-        sum,
-        sleeps,
-        wakes,
-        woke,
-    })
+    Ok(sum)
 }
 
 fn runtime() -> io::Result<tokio::runtime::Runtime> {
@@ -179,10 +96,11 @@ fn runtime() -> io::Result<tokio::runtime::Runtime> {
 }
 
 fn run(items: u32) -> io::Result<()> {
-    let bytes = (RING + CAP as usize) * 4;
-    let mem = Arc::new(SharedMemory::anonymous(bytes)?);
+    let size = ChannelHeader::size_for(FRAME, CAP).expect("valid channel parameters");
+    let mem = Arc::new(SharedMemory::anonymous(CHANNEL + size)?);
+    channel::create(&mem, CHANNEL, FRAME, CAP)?;
     println!(
-        "producer_consumer: {items} items through a {CAP}-slot ring in shared memory \
+        "producer_consumer: {items} items through a {CAP}-frame sync::channel in shared memory \
          (backend {})",
         asyncfutex::backend()?
     );
@@ -197,8 +115,7 @@ fn run(items: u32) -> io::Result<()> {
         // The producer process: its own handles and its own runtime.
         // SAFETY: alarm(2) has no memory-safety preconditions.
         unsafe { libc::alarm(30) };
-        let result = Ring::open(&mem).and_then(|ring| runtime()?.block_on(produce(&ring, items)));
-        let code = match result {
+        let code = match runtime().and_then(|rt| rt.block_on(produce(&mem, items))) {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("producer: {e}");
@@ -210,21 +127,22 @@ fn run(items: u32) -> io::Result<()> {
     }
 
     // The consumer process (this one).
-    let ring = Ring::open(&mem)?;
-    let consumed = runtime()?.block_on(consume(&ring, items));
+    let mut rx = Receiver::open(&mem, CHANNEL)?;
+    let before = sync::futex_calls();
+    let consumed = runtime()?.block_on(consume(&mut rx, items));
+    let consumer_calls = sync::futex_calls() - before;
     let elapsed = start.elapsed();
     let mut status = 0;
     // SAFETY: reaps our own child.
     unsafe { libc::waitpid(pid, &mut status, 0) };
-    let consumed = consumed?;
+    let sum = consumed?;
     if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
         return Err(fail(format!("producer exited with status {status:#x}")));
     }
-
-    let produced_sum = ring.stat(P_CHECKSUM).load(Ordering::Relaxed);
+    let produced_sum = word(&mem, P_CHECKSUM).load(Ordering::Relaxed);
     println!(
         "  consumer: {items} items in order, checksum {:#010x} (producer's {produced_sum:#010x})",
-        consumed.sum as u32
+        sum as u32
     );
     println!(
         "  {:.2} s, {:.0} items/s",
@@ -232,30 +150,15 @@ fn run(items: u32) -> io::Result<()> {
         f64::from(items) / elapsed.as_secs_f64()
     );
     println!(
-        "  consumer found the ring empty {} times and awaited; the producer sent {} wakes, \
-         {} found it asleep",
-        consumed.sleeps,
-        ring.stat(P_WAKES).load(Ordering::Relaxed),
-        ring.stat(P_WOKE).load(Ordering::Relaxed),
+        "  futex calls (waits + wakes, only on empty->non-empty / full->non-full): \
+         producer {}, consumer {consumer_calls}, for {items} items",
+        word(&mem, P_CALLS).load(Ordering::Relaxed)
     );
-    println!(
-        "  producer found the ring full {} times and awaited; the consumer sent {} wakes, \
-         {} found it asleep",
-        ring.stat(P_SLEEPS).load(Ordering::Relaxed),
-        consumed.wakes,
-        consumed.woke,
-    );
-    println!(
-        "  (a wake is sent only on empty->non-empty or full->non-full: {} wakes for {items} items)",
-        consumed.wakes + ring.stat(P_WAKES).load(Ordering::Relaxed)
-    );
-    if consumed.sum as u32 != produced_sum {
+    if sum as u32 != produced_sum {
         return Err(fail("checksums differ"));
     }
-    let head = ring.head.word().load(Ordering::SeqCst);
-    let tail = ring.tail.word().load(Ordering::SeqCst);
-    if head != items || tail != items {
-        return Err(fail(format!("head {head}, tail {tail}, expected {items}")));
+    if !rx.header().is_empty() {
+        return Err(fail("items left in the ring"));
     }
     println!("OK: every item arrived once, in order");
     Ok(())

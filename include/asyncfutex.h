@@ -39,8 +39,103 @@
 // Backend: helper threads in `futex_waitv(2)`, up to 127 waits each.
 #define AFX_BACKEND_THREAD 2
 
+// `afx_mutex_lock*` result: the lock is held, but its previous holder died
+// holding it (pthread's `EOWNERDEAD`, as a success): repair the data, then
+// `afx_mutex_consistent`.
+#define AFX_OWNER_DIED 1
+
+// Layout version word of `afx_mutex_state` (`'M' 'X'`, version 1).
+#define AFX_MUTEX_VERSION 1297612801
+
+// Layout version word of `afx_sem_state` (`'S' 'M'`, version 1).
+#define AFX_SEM_VERSION 1397555201
+
+// Layout version word of `afx_event_state` (`'E' 'V'`, version 1).
+#define AFX_EVENT_VERSION 1163264001
+
+// Layout version word of `afx_chan_header` (`'C' 'H'`, version 1).
+#define AFX_CHAN_VERSION 1128792065
+
+// Milliseconds after which a waiting locker checks whether the holder
+// died; poll a mutex's eventfd with at most this timeout.
+#define AFX_MUTEX_CHECK_MS 10
+
+// `afx_chan_open` role: the one sender.
+#define AFX_CHAN_SENDER 0
+
+// `afx_chan_open` role: the one receiver.
+#define AFX_CHAN_RECEIVER 1
+
+// A process's handle on one end of a shared SPSC channel.
+typedef struct afx_chan_t afx_chan_t;
+
+// A process's handle on a shared event count.
+typedef struct afx_event_t afx_event_t;
+
+// A process's handle on a shared mutex.
+typedef struct afx_mutex_t afx_mutex_t;
+
+// A process's handle on a shared semaphore.
+typedef struct afx_sem_t afx_sem_t;
+
 // An opaque futex handle: a word, its eventfd and at most one armed wait.
 typedef struct afx_t afx_t;
+
+// Shared state of a mutex (16 bytes, 8-aligned). Treat as opaque; the
+// fields are documented for other languages: `state` is 0 (unlocked) or
+// the holder's pid (bits 0-29) | `OWNER_DIED` (bit 30) | `WAITERS` (bit
+// 31); `owner` is `pid << 32 | start-time stamp` of the holder.
+typedef struct {
+  // The futex word.
+  uint32_t state;
+  // `AFX_MUTEX_VERSION` once initialised.
+  uint32_t version;
+  // The holder's identity, 0 when unlocked.
+  uint64_t owner;
+} afx_mutex_state;
+
+// Shared state of a counting semaphore (12 bytes, 4-aligned): `count` is
+// the futex word (permits available), `waiters` the registered sleepers.
+typedef struct {
+  // Permits available (the futex word).
+  uint32_t count;
+  // Registered sleepers.
+  uint32_t waiters;
+  // `AFX_SEM_VERSION` once initialised.
+  uint32_t version;
+} afx_sem_state;
+
+// Shared state of an event count (8 bytes, 4-aligned): `word` is `seq <<
+// 1 | WAITERS`.
+typedef struct {
+  // The futex word.
+  uint32_t word;
+  // `AFX_EVENT_VERSION` once initialised.
+  uint32_t version;
+} afx_event_state;
+
+// Header of an SPSC channel (192 bytes; place it 64-aligned, followed by
+// the ring: `afx_chan_size` bytes in all).
+typedef struct {
+  // `AFX_CHAN_VERSION` once initialised.
+  uint32_t version;
+  // Largest frame in bytes.
+  uint32_t frame_size;
+  // Frames in the ring (a power of two).
+  uint32_t capacity;
+  // Bytes per slot: 4 + frame_size rounded up to 8.
+  uint32_t slot_size;
+  // Reserved.
+  uint32_t reserved0[12];
+  // Frames sent (sender's futex word).
+  uint32_t head;
+  // Reserved.
+  uint32_t reserved1[15];
+  // Frames received (receiver's futex word).
+  uint32_t tail;
+  // Reserved.
+  uint32_t reserved2[15];
+} afx_chan_header;
 
 #ifdef __cplusplus
 extern "C" {
@@ -176,6 +271,293 @@ const char *afx_backend_name(int kind);
 // `afx_*` functions (`-errno`; a positive errno is accepted too). Never
 // NULL; unknown codes give `"unknown error"`.
 const char *afx_strerror(int err);
+
+// Initialises (unlocks, marks consistent) a mutex state. Only while no
+// process uses it. Returns 0, or `-EINVAL` for NULL/misaligned `s`.
+//
+// # Safety
+// `s` is NULL or points to a writable `afx_mutex_state`.
+int afx_mutex_init(afx_mutex_state *s);
+
+// Opens a handle on an initialised mutex state. NULL + errno: `EINVAL`,
+// `EPROTO` (not initialised / other version), backend errors.
+//
+// # Safety
+// `s` is NULL or an `afx_mutex_state` that stays mapped until
+// `afx_mutex_close`.
+afx_mutex_t *afx_mutex_open(afx_mutex_state *s);
+
+// Closes a handle (NULL: no-op). A lock held by this process stays held.
+//
+// # Safety
+// `m` is NULL or a live handle, not used afterwards.
+void afx_mutex_close(afx_mutex_t *m);
+
+// Locks, blocking up to `timeout_ns` (`< 0`: forever). Returns 0,
+// `AFX_OWNER_DIED` (held; the previous holder died), `-ETIMEDOUT`,
+// `-ENOTRECOVERABLE`, `-EINVAL`.
+//
+// # Safety
+// `m` is NULL or a live handle.
+int afx_mutex_lock(afx_mutex_t *m, int64_t timeout_ns);
+
+// Locks if free (or if its holder died). Returns 0, `AFX_OWNER_DIED`,
+// `-EBUSY` (held), `-ENOTRECOVERABLE`, `-EINVAL`.
+//
+// # Safety
+// `m` is NULL or a live handle.
+int afx_mutex_trylock(afx_mutex_t *m);
+
+// Async lock: returns 0 or `AFX_OWNER_DIED` when locked now; `-EAGAIN`
+// when a wait is armed: poll `afx_mutex_eventfd` for `EPOLLIN` with a
+// timeout of at most `AFX_MUTEX_CHECK_MS` (so a dead holder is noticed)
+// and call again on readiness or timeout. `-ENOTRECOVERABLE`, `-EINVAL`.
+//
+// # Safety
+// `m` is NULL or a live handle.
+int afx_mutex_lock_async(afx_mutex_t *m);
+
+// Unlocks. Returns 0; `-EPERM` if this process does not hold it;
+// `-EINVAL`. Unlocking after `AFX_OWNER_DIED` without
+// `afx_mutex_consistent` makes the mutex not recoverable.
+//
+// # Safety
+// `m` is NULL or a live handle.
+int afx_mutex_unlock(afx_mutex_t *m);
+
+// Marks the state protected by a mutex taken with `AFX_OWNER_DIED`
+// consistent again. Returns 0; `-EPERM` if this process does not hold it;
+// `-EINVAL` if it was not inconsistent (or NULL).
+//
+// # Safety
+// `m` is NULL or a live handle.
+int afx_mutex_consistent(afx_mutex_t *m);
+
+// The eventfd of the handle's async lock (poll for `EPOLLIN`; never read
+// or close it), or `-EINVAL`.
+//
+// # Safety
+// `m` is NULL or a live handle.
+int afx_mutex_eventfd(const afx_mutex_t *m);
+
+// Abandons a pending `afx_mutex_lock_async` (disarms; a consumed wake is
+// passed on). Returns 0 or `-EINVAL`.
+//
+// # Safety
+// `m` is NULL or a live handle.
+int afx_mutex_cancel(afx_mutex_t *m);
+
+// Initialises a semaphore state with `permits`. Only while no process
+// uses it. Returns 0 or `-EINVAL`.
+//
+// # Safety
+// `s` is NULL or points to a writable `afx_sem_state`.
+int afx_sem_init(afx_sem_state *s, uint32_t permits);
+
+// Opens a handle on an initialised semaphore state (NULL + errno:
+// `EINVAL`, `EPROTO`, backend errors).
+//
+// # Safety
+// `s` is NULL or an `afx_sem_state` that stays mapped until
+// `afx_sem_close`.
+afx_sem_t *afx_sem_open(afx_sem_state *s);
+
+// Closes a handle (NULL: no-op), cancelling a pending async acquire.
+//
+// # Safety
+// `s` is NULL or a live handle, not used afterwards.
+void afx_sem_close(afx_sem_t *s);
+
+// Takes a permit, blocking up to `timeout_ns` (`< 0`: forever). Returns
+// 0, `-ETIMEDOUT`, `-EINVAL`.
+//
+// # Safety
+// `s` is NULL or a live handle.
+int afx_sem_acquire(afx_sem_t *s, int64_t timeout_ns);
+
+// Takes a permit if one is available: 0, or `-EAGAIN`; `-EINVAL`.
+//
+// # Safety
+// `s` is NULL or a live handle.
+int afx_sem_tryacquire(afx_sem_t *s);
+
+// Async acquire: 0 when a permit was taken now; `-EAGAIN` when a wait is
+// armed (the handle counts as a waiter until it completes or is
+// cancelled): poll `afx_sem_eventfd` and call again. `-EINVAL`.
+//
+// # Safety
+// `s` is NULL or a live handle.
+int afx_sem_acquire_async(afx_sem_t *s);
+
+// Adds `n` permits, waking up to `n` waiters (a system call only if
+// someone waits). Returns 0, `-EOVERFLOW`, `-EINVAL`.
+//
+// # Safety
+// `s` is NULL or a live handle.
+int afx_sem_release(afx_sem_t *s, uint32_t n);
+
+// Permits available now (clamped to `INT_MAX`), or `-EINVAL`.
+//
+// # Safety
+// `s` is NULL or a live handle.
+int afx_sem_value(const afx_sem_t *s);
+
+// The eventfd of the handle's async acquire, or `-EINVAL`.
+//
+// # Safety
+// `s` is NULL or a live handle.
+int afx_sem_eventfd(const afx_sem_t *s);
+
+// Abandons a pending `afx_sem_acquire_async`. Returns 0 or `-EINVAL`.
+//
+// # Safety
+// `s` is NULL or a live handle.
+int afx_sem_cancel(afx_sem_t *s);
+
+// Initialises an event state (`seq` 0). Returns 0 or `-EINVAL`.
+//
+// # Safety
+// `s` is NULL or points to a writable `afx_event_state`.
+int afx_event_init(afx_event_state *s);
+
+// Opens a handle on an initialised event state (NULL + errno: `EINVAL`,
+// `EPROTO`, backend errors).
+//
+// # Safety
+// `s` is NULL or an `afx_event_state` that stays mapped until
+// `afx_event_close`.
+afx_event_t *afx_event_open(afx_event_state *s);
+
+// Closes a handle (NULL: no-op).
+//
+// # Safety
+// `e` is NULL or a live handle, not used afterwards.
+void afx_event_close(afx_event_t *e);
+
+// Publishes: bumps `seq`, waking every waiter (a system call only if
+// someone waits). Returns the new `seq` (31 bits), or `-EINVAL`.
+//
+// # Safety
+// `e` is NULL or a live handle.
+int afx_event_publish(afx_event_t *e);
+
+// The current `seq` (31 bits), or `-EINVAL`.
+//
+// # Safety
+// `e` is NULL or a live handle.
+int afx_event_seq(const afx_event_t *e);
+
+// Blocks until `seq` differs from `last_seen` (up to `timeout_ns`, `< 0`:
+// forever). Returns the new `seq`, `-ETIMEDOUT`, `-EINVAL`.
+//
+// # Safety
+// `e` is NULL or a live handle.
+int afx_event_wait(afx_event_t *e, uint32_t last_seen, int64_t timeout_ns);
+
+// Async wait for a change from `last_seen`: the new `seq` (`>= 0`) if it
+// changed; `-EAGAIN` when a wait is armed: poll `afx_event_eventfd` and
+// call again. `-EINVAL`.
+//
+// # Safety
+// `e` is NULL or a live handle.
+int afx_event_wait_async(afx_event_t *e, uint32_t last_seen);
+
+// The eventfd of the handle's async wait, or `-EINVAL`.
+//
+// # Safety
+// `e` is NULL or a live handle.
+int afx_event_eventfd(const afx_event_t *e);
+
+// Abandons a pending `afx_event_wait_async`. Returns 0 or `-EINVAL`.
+//
+// # Safety
+// `e` is NULL or a live handle.
+int afx_event_cancel(afx_event_t *e);
+
+// Bytes a channel of `capacity` frames (a power of two) of up to
+// `frame_size` bytes needs, header included; 0 for invalid parameters.
+uint64_t afx_chan_size(uint32_t frame_size, uint32_t capacity);
+
+// Initialises a channel at `h` (which must have `afx_chan_size` bytes,
+// 64-aligned). Returns 0 or `-EINVAL`.
+//
+// # Safety
+// `h` is NULL or points to `afx_chan_size(frame_size, capacity)` writable
+// bytes.
+int afx_chan_init(afx_chan_header *h, uint32_t frame_size, uint32_t capacity);
+
+// Opens one end (`AFX_CHAN_SENDER` or `AFX_CHAN_RECEIVER`) of an
+// initialised channel. One sender and one receiver at a time. NULL +
+// errno: `EINVAL`, `EPROTO`, backend errors.
+//
+// # Safety
+// `h` is NULL or an initialised channel that stays mapped (all of it)
+// until `afx_chan_close`.
+afx_chan_t *afx_chan_open(afx_chan_header *h, int role);
+
+// Closes a handle (NULL: no-op).
+//
+// # Safety
+// `c` is NULL or a live handle, not used afterwards.
+void afx_chan_close(afx_chan_t *c);
+
+// Sends a frame of `len` bytes, blocking up to `timeout_ns` (`< 0`:
+// forever) while the ring is full. Returns 0, `-ETIMEDOUT`, `-EMSGSIZE`
+// (longer than the frame size), `-EINVAL` (NULL, or not the sender).
+//
+// # Safety
+// `c` is NULL or a live handle; `buf` points to `len` readable bytes.
+int afx_chan_send(afx_chan_t *c, const void *buf, uint32_t len, int64_t timeout_ns);
+
+// Sends a frame if there is room: 0, or `-EAGAIN` when full; otherwise as
+// `afx_chan_send`.
+//
+// # Safety
+// As for `afx_chan_send`.
+int afx_chan_try_send(afx_chan_t *c, const void *buf, uint32_t len);
+
+// Async send: 0 when sent now; `-EAGAIN` when the ring is full and a wait
+// is armed: poll `afx_chan_eventfd` and call again with the same frame.
+//
+// # Safety
+// As for `afx_chan_send`.
+int afx_chan_send_async(afx_chan_t *c, const void *buf, uint32_t len);
+
+// Receives a frame into `buf` (`cap` bytes), blocking up to `timeout_ns`
+// while the ring is empty. Returns its length, `-ETIMEDOUT`, `-EMSGSIZE`
+// (`cap` too small: the frame stays queued), `-EINVAL` (NULL, or not the
+// receiver).
+//
+// # Safety
+// `c` is NULL or a live handle; `buf` points to `cap` writable bytes.
+int afx_chan_recv(afx_chan_t *c, void *buf, uint32_t cap, int64_t timeout_ns);
+
+// Receives a frame if one is queued: its length, or `-EAGAIN` when
+// empty; otherwise as `afx_chan_recv`.
+//
+// # Safety
+// As for `afx_chan_recv`.
+int afx_chan_try_recv(afx_chan_t *c, void *buf, uint32_t cap);
+
+// Async receive: the frame's length when one was received now; `-EAGAIN`
+// when the ring is empty and a wait is armed: poll `afx_chan_eventfd` and
+// call again.
+//
+// # Safety
+// As for `afx_chan_recv`.
+int afx_chan_recv_async(afx_chan_t *c, void *buf, uint32_t cap);
+
+// The eventfd of the handle's async send/receive, or `-EINVAL`.
+//
+// # Safety
+// `c` is NULL or a live handle.
+int afx_chan_eventfd(const afx_chan_t *c);
+
+// Abandons a pending async send/receive. Returns 0 or `-EINVAL`.
+//
+// # Safety
+// `c` is NULL or a live handle.
+int afx_chan_cancel(afx_chan_t *c);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -74,6 +74,7 @@ mod eventfd_futex;
 pub mod ffi;
 mod futex;
 mod shm;
+pub mod sync;
 mod sys;
 mod waiter;
 mod word;

@@ -538,6 +538,8 @@ c_tests!(
     peer_killed,
     private_flag,
     raw_peer,
+    sync_event_chan,
+    sync_mutex,
     thread_exit,
     wake_counts,
 );

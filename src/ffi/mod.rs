@@ -10,6 +10,8 @@
 #![allow(non_camel_case_types)]
 
 mod errors;
+mod sync;
+pub use self::sync::*;
 
 use std::os::fd::AsRawFd;
 use std::os::raw::{c_char, c_int};

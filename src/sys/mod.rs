@@ -9,6 +9,7 @@
 pub(crate) mod eventfd;
 pub(crate) mod fork;
 pub(crate) mod futex;
+pub(crate) mod process;
 pub(crate) mod shm;
 pub(crate) mod uring;
 
