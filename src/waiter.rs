@@ -32,6 +32,8 @@ use crate::word::Word;
 const CANCEL: u32 = 1;
 const DONE: u32 = 2;
 const DELIVERED: u32 = 4;
+/// A wake this wait consumed has been passed on (thread backend forwards).
+const FORWARDED: u32 = 16;
 const OUTCOME_SHIFT: u32 = 8;
 
 /// How a kernel wait ended.
@@ -169,7 +171,7 @@ impl Waiter {
             .fetch_or(DONE | (outcome as u32) << OUTCOME_SHIFT, Ordering::AcqRel);
         debug_assert_eq!(prev & DONE, 0, "a wait finished twice");
         if prev & CANCEL != 0 && outcome.consumed_wake() {
-            self.forward();
+            self.forward(false);
         }
         // The last touch of the word. Delivery below only needs the waiter
         // itself, so a task woken here may drop its handle without waiting
@@ -188,12 +190,22 @@ impl Waiter {
     /// Passes on a wake this wait consumed but nobody will observe. The
     /// backend chooses how: its own sibling waits may be briefly out of the
     /// kernel (see `backend::thread`), so a bare `wake(1)` could miss them.
-    fn forward(self: &Arc<Self>) {
+    /// With `wait`, returns once the wake has been passed on.
+    fn forward(self: &Arc<Self>, wait: bool) {
         if backend::is_live(self.backend) {
             self.backend.forward(self);
+            if wait {
+                self.wait_for_bit(FORWARDED);
+            }
         } else {
             let _ = self.word.wake(1);
         }
+    }
+
+    /// Backend side: the forward of [`forward`](Self::forward) is done.
+    pub(crate) fn forwarded(&self) {
+        self.state.fetch_or(FORWARDED, Ordering::Release);
+        let _ = futex::wake(&self.state, u32::MAX, true);
     }
 
     fn borrow<'a>(fd: RawFd) -> BorrowedFd<'a> {
@@ -230,7 +242,9 @@ impl Waiter {
             // The backend finished first and delivered; we never looked.
             self.wait_delivered_spin();
             if Outcome::from_bits(prev).consumed_wake() {
-                self.forward();
+                // Before the consumer goes on (and perhaps arms again), so
+                // the wake reaches another waiter, not its next wait.
+                self.forward(true);
             }
             if let Sink::EventFd(fd) = &self.sink {
                 let _ = eventfd::drain(Self::borrow(*fd));
@@ -265,9 +279,13 @@ impl Waiter {
     }
 
     fn wait_delivered(&self) {
+        self.wait_for_bit(DELIVERED);
+    }
+
+    fn wait_for_bit(&self, bit: u32) {
         loop {
             let state = self.state.load(Ordering::Acquire);
-            if state & DELIVERED != 0 {
+            if state & bit != 0 {
                 return;
             }
             // SAFETY: `state` is a live, aligned word owned by this waiter.

@@ -94,6 +94,7 @@ impl Backend {
                 // Every io_uring wait stays queued in the kernel until it
                 // completes, so a plain FUTEX_WAKE reaches the next one.
                 let _ = waiter.word().wake(1);
+                waiter.forwarded();
             }
             Backend::Thread(b) => b.forward(waiter),
         }

@@ -153,6 +153,7 @@ impl ThreadBackend {
             }
             None => {
                 let _ = waiter.word().wake(1);
+                waiter.forwarded();
             }
         }
     }
@@ -229,6 +230,7 @@ fn pass_on(forwards: &[Arc<Waiter>], snapshot: &[Arc<Waiter>]) {
             }
         }
         from.word().wait_finished();
+        from.forwarded();
     }
 }
 
