@@ -28,6 +28,18 @@
 
 static int ex_in_child;
 
+/* Children forked and not yet reaped: a failing parent kills them, so that
+ * none lingers (blocked on a peer that is gone) until its own watchdog. */
+enum { EX_MAX_CHILDREN = 128 };
+static pid_t ex_children[EX_MAX_CHILDREN];
+
+static inline void ex_kill_children(void)
+{
+    for (int i = 0; i < EX_MAX_CHILDREN; i++)
+        if (ex_children[i] > 0)
+            kill(ex_children[i], SIGKILL);
+}
+
 static inline void ex_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static inline void ex_fail(const char *fmt, ...)
 {
@@ -43,6 +55,7 @@ static inline void ex_fail(const char *fmt, ...)
     (void)r;
     if (ex_in_child)
         _exit(1);
+    ex_kill_children();
     exit(1);
 }
 
@@ -61,6 +74,8 @@ static inline void ex_on_alarm(int sig)
     static const char msg[] = "FAILED: watchdog: stuck for too long\n";
     ssize_t r = write(2, msg, sizeof msg - 1);
     (void)r;
+    if (!ex_in_child)
+        ex_kill_children();
     _exit(3);
 }
 
@@ -95,12 +110,21 @@ static inline pid_t ex_fork(void)
         ex_fail("fork: %s", strerror(errno));
     if (pid == 0) {
         ex_in_child = 1;
+        memset(ex_children, 0, sizeof ex_children);
         alarm(EX_WATCHDOG_S);
+        return 0;
     }
+    for (int i = 0; i < EX_MAX_CHILDREN; i++)
+        if (ex_children[i] == 0) {
+            ex_children[i] = pid;
+            break;
+        }
     return pid;
 }
 
-/* Reaps a child; fails unless it exited with 0. */
+/* Reaps a child; fails unless it exited with 0. (A child reaped with
+ * waitpid directly stays listed: killing a reaped pid is avoided by
+ * reaping through here, or by ex_forget.) */
 static inline void ex_reap(pid_t pid)
 {
     int status;
@@ -108,8 +132,19 @@ static inline void ex_reap(pid_t pid)
         if (errno != EINTR)
             ex_fail("waitpid: %s", strerror(errno));
     }
+    for (int i = 0; i < EX_MAX_CHILDREN; i++)
+        if (ex_children[i] == pid)
+            ex_children[i] = 0;
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
         ex_fail("child %d ended with status 0x%x", (int)pid, (unsigned)status);
+}
+
+/* Drops a child reaped without ex_reap from the kill-on-failure list. */
+static inline void ex_forget(pid_t pid)
+{
+    for (int i = 0; i < EX_MAX_CHILDREN; i++)
+        if (ex_children[i] == pid)
+            ex_children[i] = 0;
 }
 
 /* Sequentially consistent atomics on shared words (C11 builtins). */

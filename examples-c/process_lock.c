@@ -1,113 +1,108 @@
 /*
- * process_lock: a lock shared between processes on one futex word, with
- * the classic protocol (Ulrich Drepper, "Futexes Are Tricky", mutex 3).
- * The word is 0 (unlocked), 1 (locked) or 2 (locked, waiters possible):
+ * process_lock: a lock shared between processes, afx_mutex_*.
  *
- *   lock:   if CAS(0 -> 1) succeeds, done (no system call);
- *           else c = swap(2) (unless it already was 2) and, while c != 0,
- *           wait while the word is 2, then c = swap(2) again;
- *   unlock: if swap(0) was 2, wake(1) (only then can someone be asleep).
+ * The mutex is a 16-byte afx_mutex_state in shared memory: afx_mutex_init
+ * once, then each process opens its own handle (afx_mutex_open). An
+ * uncontended lock/unlock makes no system call; the futex word holds the
+ * holder's pid, so a holder that dies is noticed.
  *
- * Process 0 waits the event-loop way (afx_wait_async + poll on the
- * eventfd + afx_ack); the others block in afx_wait. The lock protects a
- * counter updated with a plain, non-atomic read and write: the final count
- * is exact only if the lock really excludes.
+ * 1. Exclusion: N processes increment two plain (non-atomic) counters
+ *    under the lock. Process 0 locks the event-loop way: afx_mutex_lock_async
+ *    and, on -EAGAIN, poll() on afx_mutex_eventfd with a timeout of at most
+ *    AFX_MUTEX_CHECK_MS; the others block in afx_mutex_lock. The final
+ *    count is exact only if the lock really excludes.
+ * 2. Owner death: a child takes the lock, updates one counter of the pair
+ *    and is SIGKILLed before the other. The parent, already waiting in its
+ *    poll loop, gets AFX_OWNER_DIED: it holds the lock, repairs the pair
+ *    (rolls the half update back) and calls afx_mutex_consistent.
+ *
+ * Checks: the counters end exact and equal, the dead holder's lock is
+ * recovered with AFX_OWNER_DIED, and the mutex is clean afterwards.
  */
 #include "example.h"
 
 #include <poll.h>
 
-enum { DEFAULT_PROCESSES = 4, DEFAULT_INCREMENTS = 100000 };
+enum { DEFAULT_PROCESSES = 4, DEFAULT_INCREMENTS = 50000, MAX_PROCESSES = 64 };
 #define WAIT_NS (10 * 1000000000LL) /* no critical section lasts this long */
 
 struct shared {
-    uint32_t lock;
-    uint32_t pad[15];
-    volatile uint32_t counter; /* protected by `lock`, never atomic */
-    uint32_t pad2[15];
-    uint32_t locks, contended, unlock_wakes, woke; /* statistics (atomic adds) */
-    uint32_t ready, go; /* start line: everybody starts at once */
+    afx_mutex_state lock;
+    volatile uint32_t counter, twin; /* protected by `lock`: equal between sections */
+    afx_sem_state ready;             /* workers that are ready to start */
+    afx_event_state go;              /* published once: start */
+    afx_event_state holding;         /* published by the doomed holder */
+    uint32_t async_waits;            /* times process 0 waited in poll() */
 };
 
 static struct shared *s;
 
-static int cas(uint32_t *w, uint32_t old, uint32_t new_)
+/* The async form: -EAGAIN means a wait is armed; poll the eventfd (with a
+ * timeout, so a dead holder is noticed) and ask again. */
+static int lock_async(afx_mutex_t *m, uint32_t *waits, pid_t kill_after_arming)
 {
-    return __atomic_compare_exchange_n(w, &old, new_, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED);
-}
-static uint32_t swap(uint32_t *w, uint32_t v, int order) { return __atomic_exchange_n(w, v, order); }
-
-/* Sleeps while the lock word is 2: blocking, or through the eventfd. */
-static void wait_while_2(afx_t *f, int event_loop)
-{
-    if (!event_loop) {
-        int r = afx_wait(f, 2, WAIT_NS);
-        if (r == -ETIMEDOUT)
-            ex_fail("no unlock wake for 10 s");
-        if (r != -EINTR)
-            AFX_OK(r);
-        return;
-    }
-    AFX_OK(afx_wait_async(f, 2));
-    struct pollfd pfd = {.fd = AFX_OK(afx_eventfd(f)), .events = POLLIN, .revents = 0};
-    while (AFX_OK(afx_ack(f)) != 1) {
-        int n = poll(&pfd, 1, 10000);
-        if (n == 0)
-            ex_fail("no unlock wake for 10 s");
-        if (n < 0 && errno != EINTR)
+    int r;
+    while ((r = afx_mutex_lock_async(m)) == -EAGAIN) {
+        if (kill_after_arming > 0) {
+            kill(kill_after_arming, SIGKILL); /* the holder dies while we wait */
+            kill_after_arming = 0;
+        }
+        (*waits)++;
+        struct pollfd pfd = {.fd = AFX_OK(afx_mutex_eventfd(m)), .events = POLLIN, .revents = 0};
+        if (poll(&pfd, 1, AFX_MUTEX_CHECK_MS) < 0 && errno != EINTR)
             ex_fail("poll: %s", strerror(errno));
+        /* (an event loop would serve its other fds here) */
+    }
+    return r;
+}
+
+/* A lock result, for messages. */
+static const char *lock_result(int r)
+{
+    switch (r) {
+    case 0:
+        return "0";
+    case AFX_OWNER_DIED:
+        return "AFX_OWNER_DIED";
+    case -ENOTRECOVERABLE:
+        return "-ENOTRECOVERABLE (an AFX_OWNER_DIED lock was unlocked without "
+               "afx_mutex_consistent)";
+    default:
+        return afx_strerror(r);
     }
 }
 
-static void lock(afx_t *f, int event_loop)
+static void critical_section(void)
 {
-    ex_add(&s->locks, 1);
-    if (cas(&s->lock, 0, 1))
-        return; /* fast path: no system call */
-    ex_add(&s->contended, 1);
-    uint32_t c = __atomic_load_n(&s->lock, __ATOMIC_RELAXED);
-    if (c != 2)
-        c = swap(&s->lock, 2, __ATOMIC_ACQUIRE);
-    while (c != 0) {
-        wait_while_2(f, event_loop);
-        c = swap(&s->lock, 2, __ATOMIC_ACQUIRE);
-    }
+    uint32_t v = s->counter; /* a plain read-modify-write */
+    for (volatile int k = 0; k < 20; k++) {
+    } /* widen the window: a broken lock shows at once */
+    s->counter = v + 1;
+    s->twin = s->twin + 1;
 }
 
-static void unlock(afx_t *f)
+static void worker(unsigned p, unsigned increments)
 {
-    if (swap(&s->lock, 0, __ATOMIC_RELEASE) == 2) {
-        ex_add(&s->unlock_wakes, 1);
-        if (AFX_OK(afx_wake(f, 1)) == 1)
-            ex_add(&s->woke, 1);
-    }
-}
-
-static void worker(int event_loop, unsigned increments)
-{
-    afx_t *f = afx_new(&s->lock, 0); /* each process: its own handle */
-    if (!f)
-        ex_fail("afx_new: %s", strerror(errno));
-    /* Start line: report ready, wait (blocking) until the parent says go. */
-    afx_t *go = afx_new(&s->go, 0), *ready = afx_new(&s->ready, 0);
-    if (!go || !ready)
-        ex_fail("afx_new: %s", strerror(errno));
-    ex_add(&s->ready, 1);
-    AFX_OK(afx_wake(ready, 1));
-    while (ex_load(&s->go) == 0)
-        if (afx_wait(go, 0, WAIT_NS) == -ETIMEDOUT)
-            ex_fail("never told to go");
-    afx_free(go);
-    afx_free(ready);
+    afx_mutex_t *m = afx_mutex_open(&s->lock); /* each process: its own handles */
+    afx_sem_t *ready = afx_sem_open(&s->ready);
+    afx_event_t *go = afx_event_open(&s->go);
+    if (!m || !ready || !go)
+        ex_fail("open: %s", strerror(errno));
+    AFX_OK(afx_sem_release(ready, 1));      /* ready, */
+    AFX_OK(afx_event_wait(go, 0, WAIT_NS)); /* wait for the start */
+    uint32_t waits = 0;
     for (unsigned i = 0; i < increments; i++) {
-        lock(f, event_loop);
-        uint32_t v = s->counter; /* a plain read-modify-write */
-        for (volatile int k = 0; k < 20; k++) {
-        } /* widen the window: a broken lock shows at once */
-        s->counter = v + 1;
-        unlock(f);
+        int r = p == 0 ? lock_async(m, &waits, 0) : afx_mutex_lock(m, WAIT_NS);
+        if (r != 0)
+            ex_fail("process %u: lock returned %s", p, lock_result(r));
+        critical_section();
+        AFX_OK(afx_mutex_unlock(m));
     }
-    afx_free(f);
+    if (p == 0)
+        s->async_waits = waits;
+    afx_mutex_close(m);
+    afx_sem_close(ready);
+    afx_event_close(go);
 }
 
 int main(int argc, char **argv)
@@ -115,47 +110,93 @@ int main(int argc, char **argv)
     const char *backend = ex_start();
     unsigned processes = argc > 1 ? (unsigned)atoi(argv[1]) : DEFAULT_PROCESSES;
     unsigned increments = argc > 2 ? (unsigned)atoi(argv[2]) : DEFAULT_INCREMENTS;
-    if (processes == 0 || processes > 64 || increments == 0)
-        ex_fail("usage: process_lock [processes 1..64] [increments > 0]");
-    printf("process_lock: %u processes x %u increments under one futex lock (backend %s)\n",
+    if (processes == 0 || processes > MAX_PROCESSES || increments == 0)
+        ex_fail("usage: process_lock [processes 1..%d] [increments > 0]", MAX_PROCESSES);
+    printf("process_lock: %u processes x %u increments under one afx_mutex (backend %s)\n",
            processes, increments, backend);
     s = ex_shared(sizeof *s);
-    double start = ex_now();
-    pid_t pids[64];
+    AFX_OK(afx_mutex_init(&s->lock));
+    AFX_OK(afx_sem_init(&s->ready, 0));
+    AFX_OK(afx_event_init(&s->go));
+    AFX_OK(afx_event_init(&s->holding));
+    afx_mutex_t *m = afx_mutex_open(&s->lock);
+    afx_sem_t *ready = afx_sem_open(&s->ready);
+    afx_event_t *go = afx_event_open(&s->go), *holding = afx_event_open(&s->holding);
+    if (!m || !ready || !go || !holding)
+        ex_fail("open: %s", strerror(errno));
+
+    /* 1. Exclusion. */
+    pid_t pids[MAX_PROCESSES];
     for (unsigned p = 0; p < processes; p++) {
         pids[p] = ex_fork();
         if (pids[p] == 0) {
-            worker(p == 0, increments);
+            worker(p, increments);
             _exit(0);
         }
     }
-    /* Wait until all are ready, then release them together. */
-    afx_t *ready = afx_new(&s->ready, 0), *go = afx_new(&s->go, 0);
-    if (!ready || !go)
-        ex_fail("afx_new: %s", strerror(errno));
-    for (uint32_t n; (n = ex_load(&s->ready)) < processes;)
-        if (afx_wait(ready, n, WAIT_NS) == -ETIMEDOUT)
-            ex_fail("workers never got ready");
-    ex_store(&s->go, 1);
-    AFX_OK(afx_wake(go, UINT32_MAX));
-    afx_free(ready);
-    afx_free(go);
+    for (unsigned p = 0; p < processes; p++) /* all ready: start them together */
+        AFX_OK(afx_sem_acquire(ready, WAIT_NS));
+    double start = ex_now();
+    AFX_OK(afx_event_publish(go));
     for (unsigned p = 0; p < processes; p++)
         ex_reap(pids[p]);
     double secs = ex_now() - start;
-
     uint32_t expected = processes * increments;
-    printf("  counter = %u (expected %u), %.3f s; process 0 waited through poll(), the others "
-           "in afx_wait\n",
-           s->counter, expected, secs);
-    printf("  %u lock operations: %u found the lock taken; %u unlocks called wake(1) "
-           "(%.1f%%), %u of those woke a sleeper\n",
-           s->locks, s->contended, s->unlock_wakes, 100.0 * s->unlock_wakes / s->locks, s->woke);
-    printf("  (the other unlocks made no system call)\n");
-    if (s->counter != expected)
-        ex_fail("counter is %u, expected %u: mutual exclusion failed", s->counter, expected);
-    if (s->locks != expected || s->lock != 0)
-        ex_fail("%u lock operations (expected %u), lock word %u", s->locks, expected, s->lock);
-    printf("OK: no increment lost\n");
+    printf("  counter %u (expected %u), %.3f s; process 0 locked through poll() (%u waits), "
+           "the others in afx_mutex_lock\n",
+           s->counter, expected, secs, s->async_waits);
+    if (s->counter != expected || s->twin != expected)
+        ex_fail("counter %u, twin %u, expected %u: mutual exclusion failed", s->counter, s->twin,
+                expected);
+
+    /* 2. Owner death: a child dies holding the lock, mid-update. */
+    pid_t doomed = ex_fork();
+    if (doomed == 0) {
+        afx_mutex_t *dm = afx_mutex_open(&s->lock);
+        afx_event_t *dh = afx_event_open(&s->holding);
+        if (!dm || !dh)
+            ex_fail("open: %s", strerror(errno));
+        int r = afx_mutex_lock(dm, WAIT_NS);
+        if (r != 0)
+            ex_fail("doomed child: lock returned %s", lock_result(r));
+        s->counter = s->counter + 1; /* half an update: twin not yet */
+        AFX_OK(afx_event_publish(dh));
+        for (;;)
+            pause(); /* SIGKILLed here, holding the lock */
+    }
+    AFX_OK(afx_event_wait(holding, 0, WAIT_NS));
+    uint32_t waits = 0;
+    double killed = ex_now();
+    int r = lock_async(m, &waits, doomed); /* kills it once we are waiting */
+    double recovered_ms = (ex_now() - killed) * 1e3;
+    if (r != AFX_OWNER_DIED)
+        ex_fail("after the holder's death the lock returned %s, expected AFX_OWNER_DIED",
+                lock_result(r));
+    printf("  owner death: a child SIGKILLed holding the lock mid-update (counter %u, twin %u);\n"
+           "  the parent, waiting in poll(), got AFX_OWNER_DIED after %.1f ms: rolled back, "
+           "afx_mutex_consistent\n",
+           s->counter, s->twin, recovered_ms);
+    s->counter = s->twin; /* repair: undo the half update */
+    AFX_OK(afx_mutex_consistent(m));
+    AFX_OK(afx_mutex_unlock(m));
+    int status;
+    if (waitpid(doomed, &status, 0) != doomed || !WIFSIGNALED(status))
+        ex_fail("the holder did not die by the signal");
+    ex_forget(doomed);
+
+    /* The mutex is clean again: an ordinary lock, no AFX_OWNER_DIED. */
+    r = afx_mutex_trylock(m);
+    if (r != 0)
+        ex_fail("after recovery trylock returned %s, expected 0", lock_result(r));
+    critical_section();
+    AFX_OK(afx_mutex_unlock(m));
+    if (s->counter != expected + 1 || s->twin != expected + 1 || s->lock.state != 0)
+        ex_fail("after recovery: counter %u, twin %u (expected %u), lock word 0x%x", s->counter,
+                s->twin, expected + 1, s->lock.state);
+    afx_mutex_close(m);
+    afx_sem_close(ready);
+    afx_event_close(go);
+    afx_event_close(holding);
+    printf("OK: no increment lost, and the lock survived its holder's death\n");
     return 0;
 }

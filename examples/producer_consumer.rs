@@ -8,8 +8,8 @@
 //! (frames sent, written only by the sender) and `tail` (frames received,
 //! written only by the receiver). `recv().await` sleeps on `head` when the
 //! ring is empty, `send().await` on `tail` when it is full, and a side
-//! wakes the other only on the empty→non-empty and full→non-full
-//! transitions (see the `sync::channel` docs for why that never loses one).
+//! wakes the other only when that one is asleep: a sleeper flag in the
+//! futex word (see the `sync::channel` docs for why that never loses one).
 //!
 //! Checks: every item arrives, in order, with the right value; the
 //! producer's and consumer's checksums agree. Exits non-zero otherwise.
@@ -150,7 +150,7 @@ fn run(items: u32) -> io::Result<()> {
         f64::from(items) / elapsed.as_secs_f64()
     );
     println!(
-        "  futex calls (waits + wakes, only on empty->non-empty / full->non-full): \
+        "  futex calls (waits + wakes, only when a side sleeps): \
          producer {}, consumer {consumer_calls}, for {items} items",
         word(&mem, P_CALLS).load(Ordering::Relaxed)
     );

@@ -53,8 +53,9 @@
 // Layout version word of `afx_event_state` (`'E' 'V'`, version 1).
 #define AFX_EVENT_VERSION 1163264001
 
-// Layout version word of `afx_chan_header` (`'C' 'H'`, version 1).
-#define AFX_CHAN_VERSION 1128792065
+// Layout version word of `afx_chan_header` (`'C' 'H'`, version 2: the
+// counters carry the sleeper flags).
+#define AFX_CHAN_VERSION 1128792066
 
 // Milliseconds after which a waiting locker checks whether the holder
 // died; poll a mutex's eventfd with at most this timeout.
@@ -127,11 +128,15 @@ typedef struct {
   uint32_t slot_size;
   // Reserved.
   uint32_t reserved0[12];
-  // Frames sent (sender's futex word).
+  // `sent << 1 | RX_SLEEPING` (bit 0: the receiver is, or is about to
+  // be, asleep on this futex word). `sent` (31 bits, wrapping) is
+  // changed only by the sender, which clears the bit as it adds a frame
+  // and wakes the receiver only if it was set.
   uint32_t head;
   // Reserved.
   uint32_t reserved1[15];
-  // Frames received (receiver's futex word).
+  // `received << 1 | TX_SLEEPING`: the same for the receiver, and a
+  // sender asleep on a full ring.
   uint32_t tail;
   // Reserved.
   uint32_t reserved2[15];

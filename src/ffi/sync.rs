@@ -41,8 +41,9 @@ pub const AFX_MUTEX_VERSION: u32 = 0x4d58_0001;
 pub const AFX_SEM_VERSION: u32 = 0x534d_0001;
 /// Layout version word of `afx_event_state` (`'E' 'V'`, version 1).
 pub const AFX_EVENT_VERSION: u32 = 0x4556_0001;
-/// Layout version word of `afx_chan_header` (`'C' 'H'`, version 1).
-pub const AFX_CHAN_VERSION: u32 = 0x4348_0001;
+/// Layout version word of `afx_chan_header` (`'C' 'H'`, version 2: the
+/// counters carry the sleeper flags).
+pub const AFX_CHAN_VERSION: u32 = 0x4348_0002;
 /// Milliseconds after which a waiting locker checks whether the holder
 /// died; poll a mutex's eventfd with at most this timeout.
 pub const AFX_MUTEX_CHECK_MS: c_int = 10;
@@ -101,11 +102,15 @@ pub struct afx_chan_header {
     pub slot_size: u32,
     /// Reserved.
     pub reserved0: [u32; 12],
-    /// Frames sent (sender's futex word).
+    /// `sent << 1 | RX_SLEEPING` (bit 0: the receiver is, or is about to
+    /// be, asleep on this futex word). `sent` (31 bits, wrapping) is
+    /// changed only by the sender, which clears the bit as it adds a frame
+    /// and wakes the receiver only if it was set.
     pub head: u32,
     /// Reserved.
     pub reserved1: [u32; 15],
-    /// Frames received (receiver's futex word).
+    /// `received << 1 | TX_SLEEPING`: the same for the receiver, and a
+    /// sender asleep on a full ring.
     pub tail: u32,
     /// Reserved.
     pub reserved2: [u32; 15],

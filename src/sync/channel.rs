@@ -2,29 +2,47 @@
 //! shared memory: [`Sender`] in one process (or task), [`Receiver`] in
 //! another.
 //!
-//! # Shared layout ([`ChannelHeader`] + ring, version 1)
+//! # Shared layout ([`ChannelHeader`] + ring, version 2)
 //! The header is 192 bytes, align 64; the ring follows it at offset 192.
 //! | offset | type  | field        | meaning |
 //! |-------:|-------|--------------|---------|
-//! | 0      | `u32` | `version`    | [`CHANNEL_VERSION`] (`0x4348_0001`) |
+//! | 0      | `u32` | `version`    | [`CHANNEL_VERSION`] (`0x4348_0002`) |
 //! | 4      | `u32` | `frame_size` | largest frame, in bytes |
-//! | 8      | `u32` | `capacity`   | frames in the ring (a power of two) |
+//! | 8      | `u32` | `capacity`   | frames in the ring (a power of two, at most 2^30) |
 //! | 12     | `u32` | `slot_size`  | bytes per slot: `4 + frame_size` rounded up to 8 |
-//! | 64     | `u32` | `head`       | frames sent (written by the sender only); futex word |
-//! | 128    | `u32` | `tail`       | frames received (written by the receiver only); futex word |
+//! | 64     | `u32` | `head`       | `sent << 1 \| RX_SLEEPING`; futex word |
+//! | 128    | `u32` | `tail`       | `received << 1 \| TX_SLEEPING`; futex word |
 //! | 192    | slots | ring         | slot `i % capacity` at `192 + (i % capacity) * slot_size`: a `u32` length, then the bytes |
 //!
-//! `head` and `tail` run freely (wrapping); the ring holds `head - tail`
-//! frames. Send: full if `head - tail == capacity`; write the slot, store
-//! `head + 1`, then — only if the ring was empty before (`tail == head`) —
-//! `FUTEX_WAKE(head, 1)`. Receive: empty if `head == tail`; read the slot,
-//! store `tail + 1`, then — only if the ring was full before —
-//! `FUTEX_WAKE(tail, 1)`. A receiver sleeps with `FUTEX_WAIT(head, tail)`,
-//! a sender with `FUTEX_WAIT(tail, seen tail)`: exact values, so the kernel
-//! refuses to sleep on a stale view. Each side stores its counter and then
-//! loads the other's, sequentially consistent, so one of them always sees
-//! the other's move. So a futex call happens only on the empty→non-empty
-//! and full→non-full transitions, never in between.
+//! `sent` (frames sent) and `received` (frames received) are 31-bit
+//! counters that run freely (wrapping); the ring holds `(sent - received)
+//! mod 2^31` frames. Only the sender changes `sent`, only the receiver
+//! `received`. Bit 0 of each word is the *sleeper flag* of the other side:
+//! set (by compare-exchange) by a side that is about to sleep on that word,
+//! cleared by the side that moves the counter on.
+//!
+//! - send: full if `sent - received == capacity`; else write the slot, then
+//!   `old = swap(head, (sent + 1) << 1)` — publish the frame and clear
+//!   `RX_SLEEPING` in one step — and `FUTEX_WAKE(head, 1)` only if `old` had
+//!   `RX_SLEEPING`.
+//! - receive: empty if `sent == received`; else read the slot, then `old =
+//!   swap(tail, (received + 1) << 1)` and `FUTEX_WAKE(tail, 1)` only if
+//!   `old` had `TX_SLEEPING`.
+//! - sleep (receiver on an empty ring; the sender on a full one, with
+//!   `tail` and `TX_SLEEPING`): load `w = head`; if the ring is not empty
+//!   by `w`, don't; else `compare_exchange(w, w | RX_SLEEPING)` (retry from
+//!   the top if it fails) and `FUTEX_WAIT(head, w | RX_SLEEPING)`.
+//!
+//! No wake is lost: the flag is published in the futex word itself, on
+//! exactly the value the sleeper checked, so the kernel sleeps only while
+//! the word still says "empty, and I sleep". A send after the
+//! compare-exchange changes the word (so the wait returns at once) and
+//! sees the flag (so it wakes); a send before it makes the
+//! compare-exchange fail. All of it sequentially consistent. A side that
+//! keeps up (awake, polling, or busy with the previous frame) never gets a
+//! wake: the futex calls happen only when the other side really sleeps. A
+//! flag left by an abandoned wait (a dropped future, `afx_chan_cancel`)
+//! costs at most one spurious wake.
 //!
 //! One sender and one receiver at a time (the handles take `&mut self`;
 //! across processes that is the user's contract).
@@ -37,12 +55,29 @@ use std::time::Duration;
 use super::Place;
 use crate::{AsyncFutex, SharedMemory};
 
-/// `version` of a [`ChannelHeader`]: `'C' 'H'` and layout version 1.
+/// `version` of a [`ChannelHeader`]: `'C' 'H'` and layout version 2
+/// (version 1 had plain counters and no sleeper flags).
 ///
 /// (The C header has it as `AFX_*_VERSION`.)
 ///
 /// cbindgen:ignore
-pub const CHANNEL_VERSION: u32 = 0x4348_0001;
+pub const CHANNEL_VERSION: u32 = 0x4348_0002;
+
+/// Bit 0 of `head` (`RX_SLEEPING`) and of `tail` (`TX_SLEEPING`): the other
+/// side is (about to be) asleep on this word.
+const SLEEPING: u32 = 1;
+/// The 31-bit counters wrap at 2^31.
+const COUNT_MASK: u32 = u32::MAX >> 1;
+
+/// The counter of a `head`/`tail` word.
+fn count(word: u32) -> u32 {
+    word >> 1
+}
+
+/// Frames queued, from the counters of `head` and `tail`.
+fn queued(sent: u32, received: u32) -> u32 {
+    sent.wrapping_sub(received) & COUNT_MASK
+}
 
 /// The shared header of a channel (layout in the [module docs](self)).
 #[repr(C, align(64))]
@@ -87,10 +122,20 @@ impl ChannelHeader {
         .unwrap_or(0)
     }
 
-    /// Frames queued now (`head - tail`).
+    /// Frames queued now (`sent - received`).
     pub fn len(&self) -> u32 {
-        let tail = self.tail.load(Ordering::SeqCst);
-        self.head.load(Ordering::SeqCst).wrapping_sub(tail)
+        let received = count(self.tail.load(Ordering::SeqCst));
+        queued(count(self.head.load(Ordering::SeqCst)), received)
+    }
+
+    /// The raw `head` word (`sent << 1 | RX_SLEEPING`).
+    pub fn head_word(&self) -> &AtomicU32 {
+        &self.head
+    }
+
+    /// The raw `tail` word (`received << 1 | TX_SLEEPING`).
+    pub fn tail_word(&self) -> &AtomicU32 {
+        &self.tail
     }
 
     /// Whether no frame is queued.
@@ -194,6 +239,26 @@ impl Ring {
         self.mask + 1
     }
 
+    /// The sleeper's step: flags `word` (`head` for the receiver, `tail`
+    /// for the sender) as slept on, if `blocked` by its current value.
+    /// Returns the value to `FUTEX_WAIT` on (flag set), or `None` when the
+    /// other side has moved on meanwhile (try again).
+    fn flag_sleeper(word: &AtomicU32, blocked: impl Fn(u32) -> bool) -> Option<u32> {
+        let mut w = word.load(Ordering::SeqCst);
+        loop {
+            if !blocked(w) {
+                return None;
+            }
+            if w & SLEEPING != 0 {
+                return Some(w);
+            }
+            match word.compare_exchange(w, w | SLEEPING, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => return Some(w | SLEEPING),
+                Err(now) => w = now,
+            }
+        }
+    }
+
     /// The slot of counter value `i`.
     fn slot(&self, i: u32) -> *mut u8 {
         let offset = HEADER + (i & self.mask) as usize * self.slot_size;
@@ -214,12 +279,6 @@ impl std::fmt::Debug for Sender {
             .field("queued", &self.ring.header().len())
             .finish()
     }
-}
-
-/// Why a `try_send` did not send.
-enum Full {
-    /// The ring is full; the receiver's `tail` was this.
-    Tail(u32),
 }
 
 impl Sender {
@@ -258,31 +317,62 @@ impl Sender {
         &self.ring.tail
     }
 
-    fn push(&mut self, frame: &[u8]) -> io::Result<Result<(), Full>> {
+    /// Our `sent` counter (only we change it; the receiver may flip the
+    /// flag bit next to it).
+    fn sent(&self) -> u32 {
+        count(self.ring.header().head.load(Ordering::Relaxed))
+    }
+
+    /// Pushes `frame` if there is room (`Ok(false)`: full), waking the
+    /// receiver only if it flagged itself asleep.
+    fn push(&mut self, frame: &[u8]) -> io::Result<bool> {
         let ring = &self.ring;
         if frame.len() > ring.frame_size as usize {
             return Err(super::errno(libc::EMSGSIZE));
         }
         let h = ring.header();
-        let head = h.head.load(Ordering::Relaxed);
-        let tail = h.tail.load(Ordering::SeqCst);
-        if head.wrapping_sub(tail) >= ring.capacity() {
-            return Ok(Err(Full::Tail(tail)));
+        let sent = self.sent();
+        if queued(sent, count(h.tail.load(Ordering::SeqCst))) >= ring.capacity() {
+            return Ok(false);
         }
-        let slot = ring.slot(head);
-        // SAFETY: the slot is ours until `head` moves past it: the receiver
-        // reads it only after the SeqCst store below; it holds 4 + frame_size
-        // bytes, 8-aligned.
+        let slot = ring.slot(sent);
+        // SAFETY: the slot is ours until `sent` moves past it: the receiver
+        // reads it only after the SeqCst swap below, and was done with its
+        // previous frame before the `tail` we loaded; it holds 4 +
+        // frame_size bytes, 8-aligned.
         unsafe {
             slot.cast::<u32>().write(frame.len() as u32);
             std::ptr::copy_nonoverlapping(frame.as_ptr(), slot.add(4), frame.len());
         }
-        h.head.store(head.wrapping_add(1), Ordering::SeqCst);
-        if h.tail.load(Ordering::SeqCst) == head {
-            // Empty -> non-empty: the receiver may be asleep on `head`.
+        // Publish the frame and clear RX_SLEEPING in one step.
+        let old = h
+            .head
+            .swap((sent.wrapping_add(1) & COUNT_MASK) << 1, Ordering::SeqCst);
+        if old & SLEEPING != 0 {
             super::wake(&ring.head, 1)?;
         }
-        Ok(Ok(()))
+        Ok(true)
+    }
+
+    /// The ring was full: sets TX_SLEEPING and returns the `tail` value to
+    /// sleep on, or `None` if there is room now.
+    fn prepare_sleep(&self) -> Option<u32> {
+        let (sent, capacity) = (self.sent(), self.ring.capacity());
+        Ring::flag_sleeper(&self.ring.header().tail, |tail| {
+            queued(sent, count(tail)) >= capacity
+        })
+    }
+
+    /// Sends, or returns the `tail` value to sleep on (flag set).
+    fn send_or_sleep_on(&mut self, frame: &[u8]) -> io::Result<Result<(), u32>> {
+        loop {
+            if self.push(frame)? {
+                return Ok(Ok(()));
+            }
+            if let Some(tail) = self.prepare_sleep() {
+                return Ok(Err(tail));
+            }
+        }
     }
 
     /// Sends `frame` if there is room: `Ok(false)` when the ring is full.
@@ -290,7 +380,7 @@ impl Sender {
     /// # Errors
     /// `EMSGSIZE` if `frame` is longer than the frame size.
     pub fn try_send(&mut self, frame: &[u8]) -> io::Result<bool> {
-        Ok(self.push(frame)?.is_ok())
+        self.push(frame)
     }
 
     /// Sends `frame`, waiting asynchronously while the ring is full.
@@ -300,9 +390,9 @@ impl Sender {
     /// `EMSGSIZE`, `EFAULT`, backend errors.
     pub async fn send(&mut self, frame: &[u8]) -> io::Result<()> {
         loop {
-            match self.push(frame)? {
+            match self.send_or_sleep_on(frame)? {
                 Ok(()) => return Ok(()),
-                Err(Full::Tail(tail)) => super::wait_async(&self.ring.tail, tail).await?,
+                Err(tail) => super::wait_async(&self.ring.tail, tail).await?,
             }
         }
     }
@@ -315,9 +405,9 @@ impl Sender {
     pub fn blocking_send(&mut self, frame: &[u8], timeout: Option<Duration>) -> io::Result<()> {
         let deadline = super::deadline_of(timeout);
         loop {
-            match self.push(frame)? {
+            match self.send_or_sleep_on(frame)? {
                 Ok(()) => return Ok(()),
-                Err(Full::Tail(tail)) => {
+                Err(tail) => {
                     if !super::wait_until(&self.ring.tail, tail, deadline)? {
                         return Err(super::timed_out());
                     }
@@ -326,9 +416,10 @@ impl Sender {
         }
     }
 
-    /// The C API's async step: sends, or returns the `tail` to wait on.
+    /// The C API's async step: sends, or returns the `tail` value to wait
+    /// on (with TX_SLEEPING set).
     pub(crate) fn send_step(&mut self, frame: &[u8]) -> io::Result<Result<(), u32>> {
-        Ok(self.push(frame)?.map_err(|Full::Tail(t)| t))
+        self.send_or_sleep_on(frame)
     }
 }
 
@@ -379,19 +470,25 @@ impl Receiver {
         &self.ring.head
     }
 
-    /// Pops a frame into `buf`: `Ok(Ok(len))`, or `Ok(Err(tail))` when empty.
-    fn pop(&mut self, buf: &mut [u8]) -> io::Result<Result<usize, u32>> {
+    /// Our `received` counter (only we change it; the sender may flip the
+    /// flag bit next to it).
+    fn received(&self) -> u32 {
+        count(self.ring.header().tail.load(Ordering::Relaxed))
+    }
+
+    /// Pops a frame into `buf` if one is queued (`Ok(None)`: empty), waking
+    /// the sender only if it flagged itself asleep.
+    fn pop(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         let ring = &self.ring;
         let h = ring.header();
-        let tail = h.tail.load(Ordering::Relaxed);
-        let head = h.head.load(Ordering::SeqCst);
-        if head == tail {
-            return Ok(Err(tail));
+        let received = self.received();
+        if count(h.head.load(Ordering::SeqCst)) == received {
+            return Ok(None);
         }
-        let slot = ring.slot(tail);
-        // SAFETY: the sender wrote this slot before its SeqCst store of
-        // `head`, which we loaded; it does not touch it again until `tail`
-        // moves past it.
+        let slot = ring.slot(received);
+        // SAFETY: the sender wrote this slot before its SeqCst swap of
+        // `head`, which we loaded; it does not touch it again until
+        // `received` moves past it.
         let len = unsafe { slot.cast::<u32>().read() } as usize;
         if len > ring.frame_size as usize {
             return Err(super::errno(libc::EPROTO));
@@ -401,12 +498,34 @@ impl Receiver {
         }
         // SAFETY: as above; `len` bytes fit in both.
         unsafe { std::ptr::copy_nonoverlapping(slot.add(4), buf.as_mut_ptr(), len) };
-        h.tail.store(tail.wrapping_add(1), Ordering::SeqCst);
-        if h.head.load(Ordering::SeqCst).wrapping_sub(tail) == ring.capacity() {
-            // Full -> non-full: the sender may be asleep on `tail`.
+        // Free the slot and clear TX_SLEEPING in one step.
+        let old = h.tail.swap(
+            (received.wrapping_add(1) & COUNT_MASK) << 1,
+            Ordering::SeqCst,
+        );
+        if old & SLEEPING != 0 {
             super::wake(&ring.tail, 1)?;
         }
-        Ok(Ok(len))
+        Ok(Some(len))
+    }
+
+    /// The ring was empty: sets RX_SLEEPING and returns the `head` value to
+    /// sleep on, or `None` if a frame arrived meanwhile.
+    fn prepare_sleep(&self) -> Option<u32> {
+        let received = self.received();
+        Ring::flag_sleeper(&self.ring.header().head, |head| count(head) == received)
+    }
+
+    /// Receives, or returns the `head` value to sleep on (flag set).
+    fn recv_or_sleep_on(&mut self, buf: &mut [u8]) -> io::Result<Result<usize, u32>> {
+        loop {
+            if let Some(len) = self.pop(buf)? {
+                return Ok(Ok(len));
+            }
+            if let Some(head) = self.prepare_sleep() {
+                return Ok(Err(head));
+            }
+        }
     }
 
     /// Receives a frame into `buf` if one is queued: `Ok(Some(len))`, or
@@ -416,7 +535,7 @@ impl Receiver {
     /// `EMSGSIZE` if `buf` is shorter than the frame (it stays queued);
     /// `EPROTO` for a corrupt length.
     pub fn try_recv(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        Ok(self.pop(buf)?.ok())
+        self.pop(buf)
     }
 
     /// Receives a frame into `buf`, waiting asynchronously while the ring
@@ -427,9 +546,9 @@ impl Receiver {
     /// As for [`try_recv`](Self::try_recv); `EFAULT`, backend errors.
     pub async fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
-            match self.pop(buf)? {
+            match self.recv_or_sleep_on(buf)? {
                 Ok(len) => return Ok(len),
-                Err(tail) => super::wait_async(&self.ring.head, tail).await?,
+                Err(head) => super::wait_async(&self.ring.head, head).await?,
             }
         }
     }
@@ -446,10 +565,10 @@ impl Receiver {
     ) -> io::Result<usize> {
         let deadline = super::deadline_of(timeout);
         loop {
-            match self.pop(buf)? {
+            match self.recv_or_sleep_on(buf)? {
                 Ok(len) => return Ok(len),
-                Err(tail) => {
-                    if !super::wait_until(&self.ring.head, tail, deadline)? {
+                Err(head) => {
+                    if !super::wait_until(&self.ring.head, head, deadline)? {
                         return Err(super::timed_out());
                     }
                 }
@@ -457,9 +576,9 @@ impl Receiver {
         }
     }
 
-    /// The C API's async step: receives, or returns the `head` value
-    /// (== tail) to wait on.
+    /// The C API's async step: receives, or returns the `head` value to
+    /// wait on (with RX_SLEEPING set).
     pub(crate) fn recv_step(&mut self, buf: &mut [u8]) -> io::Result<Result<usize, u32>> {
-        self.pop(buf)
+        self.recv_or_sleep_on(buf)
     }
 }

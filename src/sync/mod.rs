@@ -20,7 +20,8 @@
 //!   `init` of the state struct) first, then `open` in every process.
 //!
 //! The fast paths make no system call: an uncontended lock/unlock, a
-//! `release` or `publish` nobody waits for, a send into a non-empty ring.
+//! `release` or `publish` nobody waits for, a send or receive while the
+//! other side is awake.
 //! [`futex_calls`] counts the futex waits and wakes these primitives issued
 //! in this process, so tests (and you) can check that.
 //!

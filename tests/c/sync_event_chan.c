@@ -7,7 +7,10 @@
  * - semaphore: an async acquirer in another process asleep on an empty
  *   semaphore gets the permit of a release(1); tryacquire/value;
  * - channel: an async sender (poll loop) pushes 20000 frames through a
- *   4-slot ring to a blocking receiver: every frame once, in order.
+ *   4-slot ring to a blocking receiver: every frame once, in order; then
+ *   lock-step rounds the other way round: an async receiver (poll loop) is
+ *   asleep in the kernel on `head` with its sleeper flag (bit 0) set before
+ *   each blocking send, which clears the flag and must wake it.
  */
 #include "common.h"
 
@@ -148,10 +151,50 @@ int main(void)
     CHECK_EQ(afx_chan_try_recv(rx, tmp, sizeof tmp), -EAGAIN);
     t_reap(producer);
     afx_chan_close(rx);
+
+    /* Lock-step: async receiver asleep before every send. */
+    CHECK_EQ(afx_chan_init(h, FRAME, SLOTS), 0);
+    CHECK_EQ(h->version, AFX_CHAN_VERSION);
+    s->acks = 0;
+    pid_t consumer = t_fork();
+    if (consumer == 0) {
+        afx_chan_t *crx = afx_chan_open(h, AFX_CHAN_RECEIVER);
+        CHECK_NOT_NULL(crx);
+        for (uint32_t i = 0; i < ROUNDS; i++) {
+            unsigned char want[FRAME], got[FRAME];
+            uint32_t len;
+            make_frame(i, want, &len);
+            int n;
+            while ((n = afx_chan_recv_async(crx, got, sizeof got)) == -EAGAIN)
+                wait_fd(afx_chan_eventfd(crx));
+            CHECK_EQ(n, (long long)len);
+            if (memcmp(got, want, len) != 0)
+                FAIL("lock-step frame %u differs", i);
+            t_signal_add(&s->acks, 1);
+        }
+        afx_chan_close(crx);
+        t_child_exit(0);
+    }
+    afx_chan_t *tx = afx_chan_open(h, AFX_CHAN_SENDER);
+    CHECK_NOT_NULL(tx);
+    for (uint32_t i = 0; i < ROUNDS; i++) {
+        /* Asleep on "i frames sent, receiver sleeping". */
+        t_await_waiters(&h->head, 0, 1);
+        CHECK_EQ(t_load(&h->head), i << 1 | 1);
+        unsigned char f[FRAME];
+        uint32_t len;
+        make_frame(i, f, &len);
+        CHECK_EQ(afx_chan_send(tx, f, len, -1), 0);
+        t_await(&s->acks, i + 1);
+    }
+    t_reap(consumer);
+    CHECK_EQ(t_load(&h->head), ROUNDS << 1); /* flag cleared by the last send */
+    CHECK_EQ(t_load(&h->tail), ROUNDS << 1);
+    afx_chan_close(tx);
     munmap(h, (size_t)size);
 
     t_pass("%d lock-step publications seen, async semaphore acquire, %d frames in order "
-           "through a %d-slot ring",
-           ROUNDS, FRAMES, SLOTS);
+           "through a %d-slot ring, %d lock-step frames to a sleeping async receiver",
+           ROUNDS, FRAMES, SLOTS, ROUNDS);
     return 0;
 }
