@@ -1,0 +1,189 @@
+//! Fast paths: ns per operation over many iterations, with the syscalls the
+//! code path makes (read from the library's source, stated, not counted).
+
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use asyncfutex::{BackendKind, EventFdFutex, SharedMemory};
+use serde::{Deserialize, Serialize};
+
+use crate::sys;
+
+/// One fast-path figure.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FastPath {
+    pub id: String,
+    pub label: String,
+    /// `None` for backend-independent baselines.
+    pub backend: Option<String>,
+    pub iterations: u64,
+    pub ns_per_op: f64,
+    /// Syscalls on the calling thread per operation, from the code path.
+    pub syscalls: String,
+}
+
+fn time(iterations: u64, mut op: impl FnMut()) -> f64 {
+    for _ in 0..iterations.min(1000) {
+        op();
+    }
+    let t = Instant::now();
+    for _ in 0..iterations {
+        op();
+    }
+    t.elapsed().as_nanos() as f64 / iterations as f64
+}
+
+/// Baselines that do not depend on a backend.
+pub fn baselines(cheap: u64) -> Result<Vec<FastPath>, String> {
+    sys::pin(0);
+    let mem = SharedMemory::anonymous(4096).map_err(|e| e.to_string())?;
+    let word = mem.word(0).expect("in bounds");
+    word.store(1, Ordering::SeqCst);
+    let mut out = Vec::new();
+    let mut push = |id: &str, label: &str, ns: f64, syscalls: &str| {
+        out.push(FastPath {
+            id: id.into(),
+            label: label.into(),
+            backend: None,
+            iterations: cheap,
+            ns_per_op: ns,
+            syscalls: syscalls.into(),
+        })
+    };
+    let ns = time(cheap, || {
+        black_box(black_box(word).load(Ordering::SeqCst) != black_box(0));
+    });
+    push(
+        "atomic_load_compare",
+        "atomic load + compare (no syscall)",
+        ns,
+        "0",
+    );
+    let ns = time(cheap, || {
+        // SAFETY: a trivial syscall.
+        black_box(unsafe { libc::syscall(libc::SYS_getppid) });
+    });
+    push(
+        "syscall_getppid",
+        "getppid(2): the cheapest syscall (floor)",
+        ns,
+        "1",
+    );
+    let ns = time(cheap, || {
+        black_box(sys::futex_wake(word, 1));
+    });
+    push(
+        "raw_futex_wake_nowaiter",
+        "raw FUTEX_WAKE, no waiter",
+        ns,
+        "1",
+    );
+    Ok(out)
+}
+
+/// The library's fast paths on `kind`, in a fresh process pinned to CPU 0.
+pub fn library(kind: BackendKind, cheap: u64, arms: u64) -> Result<Vec<FastPath>, String> {
+    let run = || -> std::io::Result<Vec<FastPath>> {
+        sys::pin(0);
+        asyncfutex::select_backend(Some(kind))?;
+        let mem = Arc::new(SharedMemory::anonymous(4096)?);
+        let futex = mem.futex(0)?;
+        futex.word().store(1, Ordering::SeqCst);
+        let mut out = Vec::new();
+        let mut push = |id: &str, label: &str, iterations: u64, ns: f64, syscalls: &str| {
+            out.push(FastPath {
+                id: id.into(),
+                label: label.into(),
+                backend: Some(kind.name().into()),
+                iterations,
+                ns_per_op: ns,
+                syscalls: syscalls.into(),
+            })
+        };
+
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut bad = 0u64;
+        let ns = time(cheap, || {
+            let fut = pin!(futex.wait_async(black_box(0)));
+            if !matches!(fut.poll(&mut cx), Poll::Ready(Ok(()))) {
+                bad += 1;
+            }
+        });
+        if bad != 0 {
+            return Err(std::io::Error::other(
+                "stale wait_async did not complete at once",
+            ));
+        }
+        push(
+            "wait_async_stale",
+            "wait_async(stale) first poll",
+            cheap,
+            ns,
+            "0 (word != expected is checked before the backend is touched)",
+        );
+
+        let ns = time(cheap, || {
+            black_box(futex.wake(1).ok());
+        });
+        push(
+            "wake_nowaiter",
+            "wake(1), no waiter",
+            cheap,
+            ns,
+            "1 (FUTEX_WAKE)",
+        );
+
+        let efd = EventFdFutex::new(mem.futex(0)?)?;
+        let mut err = None;
+        let ns = time(arms, || {
+            if let Err(e) = efd.arm(1) {
+                err = Some(e);
+            }
+            efd.cancel();
+        });
+        if let Some(e) = err {
+            return Err(e);
+        }
+        let hops = match kind {
+            BackendKind::IoUring => {
+                "caller: FUTEX_WAKE doorbell on arm and on cancel, FUTEX_WAIT until the \
+                 ring thread delivers; ring thread: io_uring_enter for submit and cancel"
+            }
+            _ => {
+                "caller: FUTEX_WAKE helper kick on arm and on cancel, FUTEX_WAIT until the \
+                 helper delivers; helper: futex_waitv re-issued"
+            }
+        };
+        push(
+            "arm_cancel",
+            "EventFdFutex arm(current value) + cancel",
+            arms,
+            ns,
+            hops,
+        );
+
+        let mut err = None;
+        let ns = time(cheap, || {
+            if let Err(e) = efd.arm(0).and_then(|()| efd.ack().map(drop)) {
+                err = Some(e);
+            }
+        });
+        if let Some(e) = err {
+            return Err(e);
+        }
+        push(
+            "arm_stale_ack",
+            "EventFdFutex arm(stale) + ack",
+            cheap,
+            ns,
+            "2 (eventfd write on arm, eventfd read on ack)",
+        );
+        Ok(out)
+    };
+    run().map_err(|e| e.to_string())
+}
