@@ -83,6 +83,55 @@ pub fn baselines(cheap: u64) -> Result<Vec<FastPath>, String> {
         ns,
         "1",
     );
+
+    // Uncontended lock + unlock: process-shared pthread mutex against the
+    // library's cross-process Mutex (both in MAP_SHARED memory).
+    let pm = mem
+        .as_ptr()
+        .wrapping_add(64)
+        .cast::<libc::pthread_mutex_t>();
+    // SAFETY: `pm` is 64 bytes into a private 4 KiB mapping, aligned and
+    // large enough for a pthread_mutex_t, initialised here before use.
+    unsafe {
+        let mut attr: libc::pthread_mutexattr_t = std::mem::zeroed();
+        libc::pthread_mutexattr_init(&mut attr);
+        libc::pthread_mutexattr_setpshared(&mut attr, libc::PTHREAD_PROCESS_SHARED);
+        libc::pthread_mutex_init(pm, &attr);
+        libc::pthread_mutexattr_destroy(&mut attr);
+    }
+    let ns = time(cheap, || {
+        // SAFETY: an initialised mutex locked and unlocked by this thread.
+        unsafe {
+            libc::pthread_mutex_lock(pm);
+            libc::pthread_mutex_unlock(pm);
+        }
+    });
+    push(
+        "pthread_mutex_pshared_uncontended",
+        "pthread_mutex (PROCESS_SHARED) lock + unlock, uncontended",
+        ns,
+        "0",
+    );
+    let shared = Arc::new(SharedMemory::anonymous(4096).map_err(|e| e.to_string())?);
+    let mutex = asyncfutex::sync::Mutex::create(&shared, 0).map_err(|e| e.to_string())?;
+    let ns = time(cheap, || {
+        drop(black_box(mutex.blocking_lock(None)));
+    });
+    push(
+        "sync_mutex_uncontended",
+        "asyncfutex::sync::Mutex blocking_lock + unlock, uncontended",
+        ns,
+        "0",
+    );
+    let ns = time(cheap, || {
+        drop(black_box(mutex.try_lock()));
+    });
+    push(
+        "sync_mutex_try_lock_uncontended",
+        "asyncfutex::sync::Mutex try_lock + unlock, uncontended",
+        ns,
+        "0",
+    );
     Ok(out)
 }
 

@@ -297,6 +297,9 @@ fn verify_value(v: &serde_json::Value) -> Vec<String> {
         "atomic_load_compare",
         "syscall_getppid",
         "raw_futex_wake_nowaiter",
+        "pthread_mutex_pshared_uncontended",
+        "sync_mutex_uncontended",
+        "sync_mutex_try_lock_uncontended",
     ] {
         if !fast
             .iter()

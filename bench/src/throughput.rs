@@ -1,13 +1,16 @@
 //! Throughput: messages/s from a producer process to a consumer process,
 //! through a shared-memory SPSC ring (futex notification only on
-//! empty→non-empty and full→non-full) or through an AF_UNIX stream socket
-//! (one 4-byte write per message, reads of up to 4 KiB).
+//! empty→non-empty and full→non-full), through the library's own
+//! `asyncfutex::sync::channel` (4-byte frames, wakes only a sleeping side),
+//! or through an AF_UNIX stream socket (one 4-byte write per message, reads
+//! of up to 4 KiB).
 
 use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use asyncfutex::sync::{self as afx_sync, channel, ChannelHeader, Receiver, Sender};
 use asyncfutex::{AsyncFutex, BackendKind, SharedMemory};
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +24,8 @@ const P_WAKES: usize = 32;
 const C_WAKES: usize = 33;
 const PEER_CPU: usize = 48;
 const RING: usize = 64;
+/// Byte offset of the `sync::channel` (past the ring and the counters).
+const CHANNEL_AT: usize = 8192;
 
 /// One transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +34,8 @@ pub enum Transport {
     RingRawFutex,
     /// Ring + asyncfutex `wait_async` (tokio current-thread) on both sides.
     RingAfx(BackendKind),
+    /// `asyncfutex::sync::channel`, `send().await` / `recv().await`.
+    SyncChannel(BackendKind),
     /// AF_UNIX SOCK_STREAM socketpair.
     UnixStream,
 }
@@ -39,6 +46,8 @@ impl Transport {
             Transport::RingRawFutex,
             Transport::RingAfx(BackendKind::IoUring),
             Transport::RingAfx(BackendKind::Thread),
+            Transport::SyncChannel(BackendKind::IoUring),
+            Transport::SyncChannel(BackendKind::Thread),
             Transport::UnixStream,
         ]
     }
@@ -47,6 +56,7 @@ impl Transport {
         match self {
             Transport::RingRawFutex => "ring_raw_futex".into(),
             Transport::RingAfx(k) => format!("ring_afx_{}", k.name()),
+            Transport::SyncChannel(k) => format!("sync_channel_{}", k.name()),
             Transport::UnixStream => "unix_stream".into(),
         }
     }
@@ -56,6 +66,9 @@ impl Transport {
             Transport::RingRawFutex => "SPSC ring + raw futex".into(),
             Transport::RingAfx(k) => {
                 format!("SPSC ring + asyncfutex wait_async (tokio), {}", k.name())
+            }
+            Transport::SyncChannel(k) => {
+                format!("asyncfutex::sync::channel (tokio), {}", k.name())
             }
             Transport::UnixStream => "AF_UNIX stream, one write per message".into(),
         }
@@ -68,7 +81,8 @@ pub struct TpResult {
     pub messages: u32,
     pub seconds: f64,
     pub msgs_per_sec: f64,
-    /// Wake calls made by the producer and the consumer (rings only).
+    /// Wake calls made by the producer and the consumer (rings), or all
+    /// futex calls of each side (`sync::channel`, from `futex_calls()`).
     pub producer_wakes: u32,
     pub consumer_wakes: u32,
     pub cpus: (i32, i32),
@@ -167,9 +181,49 @@ async fn consume(mem: &SharedMemory, nt: &Notifier, messages: u32) -> io::Result
     Ok(start.map_or(0.0, |s| s.elapsed().as_secs_f64()))
 }
 
+/// The `sync::channel` producer: `try_send` first, `send().await` when full.
+async fn produce_channel(mem: &Arc<SharedMemory>, messages: u32) -> io::Result<()> {
+    let mut tx = Sender::open(mem, CHANNEL_AT)?;
+    let before = afx_sync::futex_calls();
+    for i in 0..messages {
+        let frame = item(i).to_ne_bytes();
+        if !tx.try_send(&frame)? {
+            tx.send(&frame).await?;
+        }
+    }
+    let calls = afx_sync::futex_calls() - before;
+    w(mem, P_WAKES).store(calls as u32, Ordering::Release);
+    Ok(())
+}
+
+/// The `sync::channel` consumer; returns the time from the first item to
+/// the last.
+async fn consume_channel(mem: &Arc<SharedMemory>, messages: u32) -> io::Result<f64> {
+    let mut rx = Receiver::open(mem, CHANNEL_AT)?;
+    let before = afx_sync::futex_calls();
+    let mut buf = [0u8; 4];
+    let mut start = None;
+    for i in 0..messages {
+        let n = match rx.try_recv(&mut buf)? {
+            Some(n) => n,
+            None => rx.recv(&mut buf).await?,
+        };
+        start.get_or_insert_with(Instant::now);
+        let v = u32::from_ne_bytes(buf);
+        if n != 4 || v != item(i) {
+            return Err(io::Error::other(format!(
+                "item {i}: got {v:#x} ({n} bytes)"
+            )));
+        }
+    }
+    let calls = afx_sync::futex_calls() - before;
+    w(mem, C_WAKES).store(calls as u32, Ordering::Release);
+    Ok(start.map_or(0.0, |s| s.elapsed().as_secs_f64()))
+}
+
 fn notifier(t: Transport, mem: &Arc<SharedMemory>) -> io::Result<Notifier> {
     Ok(match t {
-        Transport::RingAfx(kind) => {
+        Transport::RingAfx(kind) | Transport::SyncChannel(kind) => {
             asyncfutex::select_backend(Some(kind))?;
             Notifier::Afx {
                 head: mem.futex(HEAD)?,
@@ -192,7 +246,11 @@ fn block_on<T>(f: impl std::future::Future<Output = io::Result<T>>) -> io::Resul
 pub fn measure(t: Transport, cpus: (usize, usize), messages: u32) -> Result<TpResult, String> {
     let run = || -> io::Result<TpResult> {
         sys::pin(cpus.0);
-        let mem = Arc::new(SharedMemory::anonymous(4 * (RING + CAP as usize))?);
+        let channel_size = ChannelHeader::size_for(4, CAP).expect("valid channel");
+        let mem = Arc::new(SharedMemory::anonymous(CHANNEL_AT + channel_size)?);
+        if let Transport::SyncChannel(_) = t {
+            channel::create(&mem, CHANNEL_AT, 4, CAP)?;
+        }
         let mut sv = [-1; 2];
         if t == Transport::UnixStream {
             // SAFETY: one socketpair.
@@ -213,6 +271,9 @@ pub fn measure(t: Transport, cpus: (usize, usize), messages: u32) -> Result<TpRe
                 for i in 0..messages {
                     sys::write_u64(sv[1], u64::from(item(i)), 4)?;
                 }
+            } else if let Transport::SyncChannel(_) = t {
+                notifier(t, &pmem)?;
+                block_on(produce_channel(&pmem, messages))?;
             } else {
                 let nt = notifier(t, &pmem)?;
                 block_on(produce(&pmem, &nt, messages))?;
@@ -223,6 +284,8 @@ pub fn measure(t: Transport, cpus: (usize, usize), messages: u32) -> Result<TpRe
         let seconds = if t == Transport::UnixStream {
             sys::close(sv[1]);
             consume_socket(sv[0], messages)
+        } else if let Transport::SyncChannel(_) = t {
+            notifier(t, &mem).and_then(|_| block_on(consume_channel(&mem, messages)))
         } else {
             notifier(t, &mem).and_then(|nt| block_on(consume(&mem, &nt, messages)))
         };
