@@ -18,13 +18,16 @@
 //! counted SKIP, never a silent pass; any failure shows the output.
 
 use std::ffi::OsString;
-use std::io::{Read, Write};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::io::Write;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+mod support;
+use support::{run_with_watchdog, Outcome};
 
 /// Watchdog for one C++ program (each also has its own alarm).
 const CPP_TIMEOUT: Duration = Duration::from_secs(90);
@@ -153,15 +156,6 @@ fn bin_dir() -> PathBuf {
     dir
 }
 
-/// How a program ended.
-struct Outcome {
-    status: Option<ExitStatus>,
-    timed_out: bool,
-    stdout: String,
-    stderr: String,
-    elapsed: Duration,
-}
-
 impl Outcome {
     fn code(&self) -> Option<i32> {
         self.status.and_then(|s| s.code())
@@ -189,60 +183,6 @@ impl Outcome {
             "--- stdout ---\n{}--- stderr ---\n{}",
             self.stdout, self.stderr
         )
-    }
-}
-
-/// Runs `cmd` in a process group of its own, killing the whole group when
-/// `timeout` expires (the programs fork) and once it has exited (strays).
-fn run_with_watchdog(mut cmd: Command, timeout: Duration) -> Outcome {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let start = Instant::now();
-    let mut child = match cmd.spawn() {
-        Ok(child) => child,
-        Err(e) => panic!("cannot start {:?}: {e}", cmd.get_program()),
-    };
-    let pgid = child.id() as libc::pid_t;
-    let mut out_pipe = child.stdout.take().expect("piped");
-    let mut err_pipe = child.stderr.take().expect("piped");
-    let out_reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = out_pipe.read_to_end(&mut buf);
-        buf
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = err_pipe.read_to_end(&mut buf);
-        buf
-    });
-    let (tx, rx) = mpsc::channel();
-    let waiter = std::thread::spawn(move || {
-        let _ = tx.send(child.wait());
-    });
-    let kill_group = || {
-        // SAFETY: plain kill(2) of the process group we created.
-        unsafe { libc::kill(-pgid, libc::SIGKILL) };
-    };
-    let (status, timed_out) = match rx.recv_timeout(timeout) {
-        Ok(status) => (status.ok(), false),
-        Err(_) => {
-            kill_group();
-            (rx.recv().ok().and_then(Result::ok), true)
-        }
-    };
-    let elapsed = start.elapsed();
-    kill_group();
-    let _ = waiter.join();
-    let stdout = String::from_utf8_lossy(&out_reader.join().unwrap_or_default()).into_owned();
-    let stderr = String::from_utf8_lossy(&err_reader.join().unwrap_or_default()).into_owned();
-    Outcome {
-        status,
-        timed_out,
-        stdout,
-        stderr,
-        elapsed,
     }
 }
 

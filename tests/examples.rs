@@ -17,13 +17,19 @@
 //! is a failure with an install hint, not a skip.
 
 use std::ffi::OsString;
-use std::io::{Read, Write};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+mod support;
+use support::{describe, Outcome};
+
+fn run_with_watchdog(cmd: Command) -> Outcome {
+    support::run_with_watchdog(cmd, TIMEOUT)
+}
 
 /// Watchdog for one example (each also has its own 20–30 s alarm).
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -219,80 +225,6 @@ fn c_built() -> &'static CBuild {
     match built {
         Ok(build) => build,
         Err(e) => panic!("{e}"),
-    }
-}
-
-/// How a program ended.
-struct Outcome {
-    status: Option<ExitStatus>,
-    timed_out: bool,
-    stdout: String,
-    stderr: String,
-    elapsed: Duration,
-}
-
-fn describe(status: Option<ExitStatus>) -> String {
-    match status {
-        Some(s) => match (s.code(), s.signal()) {
-            (Some(code), _) => format!("exit status {code}"),
-            (None, Some(sig)) => format!("killed by signal {sig}"),
-            _ => format!("{s}"),
-        },
-        None => "unknown status".to_owned(),
-    }
-}
-
-/// Runs `cmd` in a process group of its own, killing the whole group when
-/// the watchdog expires (the examples fork) and once it has exited.
-fn run_with_watchdog(mut cmd: Command) -> Outcome {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let start = Instant::now();
-    let mut child = match cmd.spawn() {
-        Ok(child) => child,
-        Err(e) => panic!("cannot start {:?}: {e}", cmd.get_program()),
-    };
-    let pgid = child.id() as libc::pid_t;
-    let mut out_pipe = child.stdout.take().expect("piped");
-    let mut err_pipe = child.stderr.take().expect("piped");
-    let out_reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = out_pipe.read_to_end(&mut buf);
-        buf
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = err_pipe.read_to_end(&mut buf);
-        buf
-    });
-    let (tx, rx) = mpsc::channel();
-    let waiter = std::thread::spawn(move || {
-        let _ = tx.send(child.wait());
-    });
-    let kill_group = || {
-        // SAFETY: plain kill(2) of the process group we created.
-        unsafe { libc::kill(-pgid, libc::SIGKILL) };
-    };
-    let (status, timed_out) = match rx.recv_timeout(TIMEOUT) {
-        Ok(status) => (status.ok(), false),
-        Err(_) => {
-            kill_group();
-            (rx.recv().ok().and_then(Result::ok), true)
-        }
-    };
-    let elapsed = start.elapsed();
-    kill_group(); // strays
-    let _ = waiter.join();
-    let stdout = String::from_utf8_lossy(&out_reader.join().unwrap_or_default()).into_owned();
-    let stderr = String::from_utf8_lossy(&err_reader.join().unwrap_or_default()).into_owned();
-    Outcome {
-        status,
-        timed_out,
-        stdout,
-        stderr,
-        elapsed,
     }
 }
 
