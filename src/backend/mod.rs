@@ -34,6 +34,15 @@ pub enum BackendKind {
     /// `IORING_OP_FUTEX_WAIT` on one ring served by one library thread.
     IoUring,
     /// Helper threads blocking in `futex_waitv(2)`, up to 127 waits each.
+    ///
+    /// Where `futex_waitv` is refused (kernels before 5.16, valgrind, or a
+    /// seccomp profile that predates it: `ENOSYS`/`EPERM`), the same backend
+    /// runs in *per-wait mode*: one pooled helper thread per pending wait,
+    /// blocking in `FUTEX_WAIT_BITSET`, cancelled with a thread-directed
+    /// real-time signal whose no-op handler is installed only then (the
+    /// highest one nobody handles; `AFX_THREAD_SIGNAL` chooses another or
+    /// `none`). `AFX_THREAD_WAITV=0` forces this mode. It is still reported
+    /// as `"thread"`.
     Thread,
 }
 
@@ -126,6 +135,7 @@ static CURRENT: AtomicPtr<Backend> = AtomicPtr::new(std::ptr::null_mut());
 /// Serialises start-up; a spin lock so a `fork` child can simply reset it.
 static STARTING: AtomicBool = AtomicBool::new(false);
 /// The errno of a failed start-up, so later calls fail fast (0: none).
+/// Transient failures (`EMFILE`, `ENOMEM`, …) are not remembered.
 static START_ERRNO: AtomicI32 = AtomicI32::new(0);
 /// What `select_backend` asked for: 0 unset, 1 auto, 2 io_uring, 3 thread.
 static REQUESTED: AtomicU8 = AtomicU8::new(0);
@@ -191,11 +201,25 @@ fn requested() -> io::Result<Option<BackendKind>> {
     }
 }
 
+/// Errors that say "not now" (out of file descriptors, memory, threads)
+/// rather than "not here": neither a reason to fall back to another backend
+/// for the life of the process, nor to remember the failure.
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EAGAIN)
+    )
+}
+
 fn start(kind: Option<BackendKind>) -> io::Result<&'static Backend> {
     match kind {
         Some(BackendKind::IoUring) => UringBackend::start(),
         Some(BackendKind::Thread) => ThreadBackend::start(),
-        None => UringBackend::start().or_else(|_| ThreadBackend::start()),
+        None => match UringBackend::start() {
+            Err(e) if is_transient(&e) => Err(e),
+            Err(_) => ThreadBackend::start(),
+            ok => ok,
+        },
     }
 }
 
@@ -240,7 +264,9 @@ fn start_slow() -> io::Result<&'static Backend> {
                 Ok(backend)
             }
             Err(e) => {
-                START_ERRNO.store(e.raw_os_error().unwrap_or(libc::EINVAL), Ordering::Release);
+                if !is_transient(&e) {
+                    START_ERRNO.store(e.raw_os_error().unwrap_or(libc::EINVAL), Ordering::Release);
+                }
                 Err(e)
             }
         }

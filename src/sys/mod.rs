@@ -11,6 +11,7 @@ pub(crate) mod fork;
 pub(crate) mod futex;
 pub(crate) mod process;
 pub(crate) mod shm;
+pub(crate) mod signal;
 pub(crate) mod uring;
 
 use std::io;

@@ -463,4 +463,28 @@ static inline void t_async_round_trip(void)
     afx_free(f);
 }
 
+/* ---- counting fds and threads (additions for the resource tests) ------- */
+
+#include <dirent.h>
+#include <sys/resource.h>
+
+/* Entries of a /proc directory, not counting the DIR's own fd when `path`
+ * is /proc/self/fd. */
+static inline int t_count_dir(const char *path)
+{
+    DIR *d = opendir(path);
+    if (!d)
+        FAIL("opendir %s: %s", path, strerror(errno));
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n - (strcmp(path, "/proc/self/fd") == 0);
+}
+
+static inline int t_open_fds(void) { return t_count_dir("/proc/self/fd"); }
+static inline int t_threads(void) { return t_count_dir("/proc/self/task"); }
+
 #endif /* AFX_TEST_COMMON_H */

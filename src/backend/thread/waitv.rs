@@ -1,6 +1,6 @@
-//! The thread backend: helper threads blocking in `futex_waitv(2)`, each
-//! serving up to 127 waits plus its own control word, for systems where
-//! io_uring is missing or denied.
+//! The thread backend's vector mode: helper threads blocking in
+//! `futex_waitv(2)`, each serving up to 127 waits plus its own control
+//! word.
 //!
 //! Threads: one per 127 pending waits at the peak, created on demand and
 //! kept for reuse.
@@ -16,7 +16,7 @@
 //!   every sibling would make them anything but rare.
 //! - Any return takes *every* entry of the vector out of the kernel until
 //!   the helper calls it again. So a wake passed on by one of its own waits
-//!   ([`ThreadBackend::forward`]) is handed straight to a sibling on the same
+//!   ([`WaitvPool::forward`]) is handed straight to a sibling on the same
 //!   word when there is one, and only otherwise sent with `FUTEX_WAKE`.
 //!
 //! A pure wake (no change of the word) that lands in the few microseconds
@@ -29,7 +29,6 @@ use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::{leak, Backend};
 use crate::sys::futex::{self, WaitvEntry, WAITV_MAX};
 use crate::waiter::{Outcome, Waiter};
 
@@ -65,25 +64,29 @@ fn same_word(a: &Waiter, b: &Waiter) -> bool {
     a.word().addr() == b.word().addr() && a.word().is_private() == b.word().is_private()
 }
 
-pub(crate) struct ThreadBackend {
+pub(super) struct WaitvPool {
     helpers: Mutex<Vec<&'static Helper>>,
 }
 
-impl ThreadBackend {
-    /// Checks that `futex_waitv` is available (Linux 5.16+, not denied).
-    pub(super) fn start() -> io::Result<&'static Backend> {
+impl WaitvPool {
+    pub(super) fn new() -> WaitvPool {
+        WaitvPool {
+            helpers: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Checks that `futex_waitv` is available (Linux 5.16+, not denied by
+    /// seccomp): `Err` with the kernel's reason (`ENOSYS`, `EPERM`) if not.
+    pub(super) fn probe() -> io::Result<()> {
         let word = AtomicU32::new(1);
         let probe = [WaitvEntry::new(&word, 0, true)];
         // SAFETY: `word` is live for the call; its value differs, so the
         // call returns at once with EAGAIN.
         match unsafe { futex::waitv(&probe) } {
-            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {}
-            Err(e) => return Err(e),
-            Ok(_) => return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP)),
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => Ok(()),
+            Err(e) => Err(e),
+            Ok(_) => Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP)),
         }
-        Ok(leak(Backend::Thread(ThreadBackend {
-            helpers: Mutex::new(Vec::new()),
-        })))
     }
 
     pub(super) fn submit(&self, waiter: Arc<Waiter>) {
