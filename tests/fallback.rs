@@ -13,22 +13,23 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use asyncfutex::{select_backend, BackendKind};
+use std::os::fd::AsFd;
+use std::sync::atomic::AtomicU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use asyncfutex::{select_backend, BackendKind, EventFdFutex, SharedMemory};
 use common::*;
 
 fn io<T>(what: &str, r: std::io::Result<T>) -> Result<T, String> {
     r.map_err(|e| format!("{what}: {e}"))
 }
 
-/// Installs, in the calling process (all its threads), a seccomp filter that
-/// fails the io_uring syscalls with `EPERM`, then proves it works with a raw
-/// `io_uring_setup`.
+/// Installs, in the calling process (all its threads), a seccomp filter
+/// that fails the system calls `nrs` (x86_64 numbers) with `errno`.
 #[cfg(target_arch = "x86_64")]
-fn deny_io_uring() -> ChildResult {
+fn deny_syscalls(nrs: &[u32], errno: i32) -> ChildResult {
     const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
-    const IO_URING_SETUP: u32 = 425;
-    const IO_URING_ENTER: u32 = 426;
-    const IO_URING_REGISTER: u32 = 427;
     /// offsetof(struct seccomp_data, nr) and (…, arch).
     const NR: u32 = 0;
     const ARCH: u32 = 4;
@@ -50,17 +51,17 @@ fn deny_io_uring() -> ChildResult {
     }
     let load = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
     let ret = libc::BPF_RET | libc::BPF_K;
-    let mut filter = [
+    let mut filter = vec![
         stmt(load, ARCH),
         jeq(AUDIT_ARCH_X86_64, 1, 0),
         stmt(ret, libc::SECCOMP_RET_ALLOW), // another ABI: leave it alone
         stmt(load, NR),
-        jeq(IO_URING_SETUP, 3, 0),
-        jeq(IO_URING_ENTER, 2, 0),
-        jeq(IO_URING_REGISTER, 1, 0),
-        stmt(ret, libc::SECCOMP_RET_ALLOW),
-        stmt(ret, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),
     ];
+    for &nr in nrs {
+        filter.push(jeq(nr, 0, 1));
+        filter.push(stmt(ret, libc::SECCOMP_RET_ERRNO | errno as u32));
+    }
+    filter.push(stmt(ret, libc::SECCOMP_RET_ALLOW));
     let prog = libc::sock_fprog {
         len: filter.len() as u16,
         filter: filter.as_mut_ptr(),
@@ -85,16 +86,38 @@ fn deny_io_uring() -> ChildResult {
                 std::io::Error::last_os_error()
             ));
         }
-        // io_uring_params is 120 bytes; the filter refuses before reading.
-        let mut params = [0u64; 16];
-        let r = libc::syscall(IO_URING_SETUP as libc::c_long, 4u32, params.as_mut_ptr());
-        let err = std::io::Error::last_os_error();
-        ensure!(
-            r == -1 && err.raw_os_error() == Some(libc::EPERM),
-            "io_uring_setup under the filter: ret {r}, {err}"
-        );
     }
     Ok(())
+}
+
+const IO_URING_SETUP: u32 = 425;
+const IO_URING_ENTER: u32 = 426;
+const IO_URING_REGISTER: u32 = 427;
+const FUTEX_WAITV: u32 = 449;
+
+/// Denies the io_uring syscalls with `EPERM` (as the container profiles
+/// do), then proves it with a raw `io_uring_setup`.
+#[cfg(target_arch = "x86_64")]
+fn deny_io_uring() -> ChildResult {
+    deny_syscalls(
+        &[IO_URING_SETUP, IO_URING_ENTER, IO_URING_REGISTER],
+        libc::EPERM,
+    )?;
+    // io_uring_params is 120 bytes; the filter refuses before reading.
+    let mut params = [0u64; 16];
+    // SAFETY: a raw io_uring_setup with a valid params buffer.
+    let r = unsafe { libc::syscall(IO_URING_SETUP as libc::c_long, 4u32, params.as_mut_ptr()) };
+    let err = std::io::Error::last_os_error();
+    ensure!(
+        r == -1 && err.raw_os_error() == Some(libc::EPERM),
+        "io_uring_setup under the filter: ret {r}, {err}"
+    );
+    Ok(())
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn deny_syscalls(_nrs: &[u32], _errno: i32) -> ChildResult {
+    unreachable!("guarded by supported()")
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -236,6 +259,247 @@ fn io_uring_denied_respects_afx_backend() {
         }
         clog!("AFX_BACKEND={env:?}, io_uring denied: backend() = {r:?}");
         Ok(())
+    });
+    child.expect_ok();
+}
+
+fn threads_now() -> usize {
+    std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count())
+}
+
+/// DESIGN §1 checks for the thread backend's per-wait mode, in a child
+/// whose backend is already chosen: wake before / during / after the arm
+/// (S1), a cancel-vs-wake race with every wake accounted for (S3), cancel
+/// latency, and 1000 concurrent waits (one helper thread each, reused).
+fn per_wait_semantics(mem: &Arc<SharedMemory>) -> ChildResult {
+    let kind = io("backend()", asyncfutex::backend())?;
+    ensure!(kind == BackendKind::Thread, "backend is {kind}");
+    let rt = rt_current();
+    let f = Arc::new(io("futex(0)", mem.futex(0))?);
+    let w = word(mem, 0);
+    rt.block_on(async {
+        // Wake before the arm: the armed value is stale, completes at once.
+        w.store(0, Ordering::SeqCst);
+        store_wake(w, 1);
+        io("stale wait", within("stale wait", f.wait_async(0)).await)?;
+        ensure!(
+            kernel_waiters(w) == 0,
+            "a stale wait queued a kernel waiter"
+        );
+        // Wake after the arm.
+        let task = tokio::spawn({
+            let f = Arc::clone(&f);
+            async move { f.wait_async(1).await }
+        });
+        wait_for_waiters_async(w, 1, "wait after arm").await;
+        ensure!(
+            io("wake", f.wake(1))? == 1,
+            "wake(1) did not find the waiter"
+        );
+        io("woken wait", within("woken wait", task).await.unwrap())?;
+        // Store and wake racing the helper's arm (S1: the helper hands the
+        // kernel the armed value, never a re-read one).
+        let (_counter, waker) = counting_waker();
+        for round in 0..1000u32 {
+            let v = w.load(Ordering::SeqCst);
+            let mut fut = Box::pin(f.wait_async(v));
+            let first = poll_once(&mut fut, &waker);
+            w.store(v.wrapping_add(1), Ordering::SeqCst);
+            io("wake", f.wake(1))?;
+            if first.is_pending() {
+                let r = tokio::time::timeout(Duration::from_secs(10), fut).await;
+                ensure!(r.is_ok(), "round {round}: store+wake during the arm lost");
+            }
+        }
+        Ok::<(), String>(())
+    })?;
+
+    // Cancel racing a wake, every wake accounted for (as in
+    // async_semantics::cancel_vs_wake_race_accounts_for_every_wake).
+    const ROUNDS: u32 = 2000;
+    let a = io("a", EventFdFutex::new(io("futex", mem.futex(0))?))?;
+    let b = io("b", EventFdFutex::new(io("futex", mem.futex(0))?))?;
+    let go = Arc::new(PairBarrier::default());
+    let done = Arc::new(PairBarrier::default());
+    let result = Arc::new(AtomicU32::new(0));
+    let waker = {
+        let (f, go, done, result) = (
+            Arc::clone(&f),
+            Arc::clone(&go),
+            Arc::clone(&done),
+            Arc::clone(&result),
+        );
+        std::thread::spawn(move || {
+            for _ in 0..ROUNDS {
+                go.wait();
+                result.store(f.wake(1).unwrap(), Ordering::SeqCst);
+                done.wait();
+            }
+        })
+    };
+    let v = w.load(Ordering::SeqCst);
+    let (mut wakes, mut a_observed_n, mut b_completed, mut spurious) = (0, 0, 0, 0);
+    let mut cancel_max = Duration::ZERO;
+    for round in 0..ROUNDS {
+        io("arm a", a.arm(v))?;
+        io("arm b", b.arm(v))?;
+        try_wait_for_waiters(w, 2, "A and B queued")?;
+        let mode = round % 3;
+        let mut a_observed = false;
+        if mode == 2 {
+            let t0 = Instant::now();
+            a.cancel(); // cancel first: the kernel wait is gone on return
+            cancel_max = cancel_max.max(t0.elapsed());
+            ensure!(
+                kernel_waiters(w) == 1,
+                "round {round}: A's kernel wait outlived cancel"
+            );
+        }
+        go.wait();
+        if mode == 0 {
+            a_observed = io("ack a", a.ack())?;
+            if !a_observed {
+                a.cancel(); // concurrent with the wake
+            }
+        }
+        done.wait();
+        if mode == 1 {
+            a.cancel(); // after the wake: A consumed it (FIFO), forward
+        }
+        ensure!(
+            !a.is_armed() && !fd_readable(a.as_fd(), 0),
+            "round {round}: A left armed"
+        );
+        let r = result.load(Ordering::SeqCst);
+        wakes += r;
+        if r == 1 && !a_observed {
+            ensure!(
+                fd_readable(b.as_fd(), 10_000),
+                "round {round} (mode {mode}): LOST WAKE ({} kernel waiters)",
+                kernel_waiters(w)
+            );
+            ensure!(
+                io("ack b", b.ack())?,
+                "round {round}: B readable but not done"
+            );
+            b_completed += 1;
+        } else {
+            if r == 1 {
+                a_observed_n += 1;
+            }
+            if io("ack b", b.ack())? {
+                spurious += 1;
+            } else {
+                b.cancel();
+            }
+        }
+        ensure!(
+            !b.is_armed() && !fd_readable(b.as_fd(), 0),
+            "round {round}: B left armed"
+        );
+    }
+    waker.join().unwrap();
+    ensure!(kernel_waiters(w) == 0, "kernel waiters left after the race");
+    ensure!(
+        wakes == a_observed_n + b_completed,
+        "{wakes} wakes counted, {a_observed_n} observed by A + {b_completed} completed B"
+    );
+    clog!(
+        "per-wait mode: {ROUNDS} cancel/wake rounds: {wakes} wakes = {a_observed_n} A + \
+         {b_completed} B, {spurious} spurious; slowest cancel-first {cancel_max:?}"
+    );
+
+    // 1000 concurrent waits: one helper each, kept for reuse.
+    const N: usize = 1000;
+    let f1 = Arc::new(io("futex(1)", mem.futex(1))?);
+    let w1 = word(mem, 1);
+    let before = threads_now();
+    let mut peak = 0;
+    for pass in 0..2 {
+        let started = Instant::now();
+        let (armed, resumed) = rt.block_on(async {
+            let v = w1.load(Ordering::SeqCst);
+            let tasks: Vec<_> = (0..N)
+                .map(|_| {
+                    let f1 = Arc::clone(&f1);
+                    tokio::spawn(async move { f1.wait_async(v).await })
+                })
+                .collect();
+            wait_for_waiters_async(w1, N as u32, "1000 waits queued").await;
+            let armed = started.elapsed();
+            peak = peak.max(threads_now());
+            let t0 = Instant::now();
+            let woken = f1.wake(u32::MAX).map_err(|e| format!("wake all: {e}"))?;
+            ensure!(woken == N as u32, "wake(all) woke {woken} of {N}");
+            for t in tasks {
+                io("wait", within("1000 waits", t).await.unwrap())?;
+            }
+            Ok::<_, String>((armed, t0.elapsed()))
+        })?;
+        clog!(
+            "per-wait mode, pass {pass}: {N} waits armed in {armed:?}, wake-all to every task \
+             resumed {resumed:?}, threads {before} -> {}",
+            threads_now()
+        );
+    }
+    ensure!(
+        // Helpers left idle by the race above serve some of them.
+        peak >= N,
+        "{N} pending waits on {peak} threads ({before} before): not one helper per wait?"
+    );
+    ensure!(
+        threads_now() <= peak,
+        "the second {N} waits created threads: helpers not reused"
+    );
+    Ok(())
+}
+
+/// `futex_waitv` refused with `ENOSYS` (kernels before 5.16, old seccomp
+/// profiles) and io_uring denied: the probe falls back to the thread
+/// backend, which runs in per-wait mode and keeps the §1 semantics.
+#[test]
+fn futex_waitv_denied_per_wait_mode_keeps_the_semantics() {
+    let test = "futex_waitv_denied_per_wait_mode_keeps_the_semantics";
+    let _serial = serial();
+    if start(test).is_none() || !supported(test) {
+        return;
+    }
+    let mem = shared_page();
+    let child = fork_child(test, || {
+        deny_syscalls(
+            &[
+                FUTEX_WAITV,
+                IO_URING_SETUP,
+                IO_URING_ENTER,
+                IO_URING_REGISTER,
+            ],
+            libc::ENOSYS,
+        )?;
+        let kind = io("select_backend(None)", select_backend(None))?;
+        ensure!(kind == BackendKind::Thread, "probe chose {kind}");
+        per_wait_semantics(&mem)
+    });
+    child.expect_ok();
+}
+
+/// `AFX_THREAD_WAITV=0` forces the per-wait mode where `futex_waitv`
+/// works (no seccomp needed: every architecture).
+#[test]
+fn afx_thread_waitv_0_forces_per_wait_mode() {
+    let test = "afx_thread_waitv_0_forces_per_wait_mode";
+    let _serial = serial();
+    if start(test).is_none() {
+        return;
+    }
+    let mem = shared_page();
+    let child = fork_child(test, || {
+        std::env::set_var("AFX_THREAD_WAITV", "0");
+        let kind = io(
+            "select_backend(Thread)",
+            select_backend(Some(BackendKind::Thread)),
+        )?;
+        ensure!(kind == BackendKind::Thread, "got {kind}");
+        per_wait_semantics(&mem)
     });
     child.expect_ok();
 }
