@@ -503,3 +503,106 @@ fn afx_thread_waitv_0_forces_per_wait_mode() {
     });
     child.expect_ok();
 }
+
+static APP_HANDLER_RUNS: AtomicU32 = AtomicU32::new(0);
+
+extern "C" fn app_handler(_: libc::c_int) {
+    APP_HANDLER_RUNS.fetch_add(1, Ordering::SeqCst);
+}
+
+fn handler_of(signal: libc::c_int) -> libc::sighandler_t {
+    // SAFETY: queries the disposition into a zeroed sigaction.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(signal, std::ptr::null(), &mut old);
+        old.sa_sigaction
+    }
+}
+
+fn install_app_handler(signal: libc::c_int) {
+    // SAFETY: installs a plain async-signal-safe handler.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = app_handler as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        assert_eq!(libc::sigaction(signal, &sa, std::ptr::null_mut()), 0);
+    }
+}
+
+/// Arms one wait, cancels it, and checks the kernel wait is gone on return.
+fn cancel_once(mem: &Arc<SharedMemory>, i: usize) -> ChildResult {
+    let w = word(mem, i);
+    let h = io("handle", EventFdFutex::new(io("futex", mem.futex(i))?))?;
+    io("arm", h.arm(w.load(Ordering::SeqCst)))?;
+    try_wait_for_waiters(w, 1, "armed")?;
+    h.cancel();
+    ensure!(kernel_waiters(w) == 0, "the kernel wait outlived cancel");
+    ensure!(!fd_readable(h.as_fd(), 0), "cancelled handle readable");
+    Ok(())
+}
+
+/// Per-wait mode's cancel signal: an application's handler on the default
+/// choice (`SIGRTMAX`) is left alone and never run (the library takes the
+/// next free signal); naming that signal in `AFX_THREAD_SIGNAL` is a clear
+/// `EBUSY`; `AFX_THREAD_SIGNAL=none` cancels without signals.
+#[test]
+fn per_wait_signal_choice_respects_the_application() {
+    let test = "per_wait_signal_choice_respects_the_application";
+    let _serial = serial();
+    if start(test).is_none() {
+        return;
+    }
+    let mem = shared_page();
+    let taken = fork_child(test, || {
+        let max = libc::SIGRTMAX();
+        install_app_handler(max);
+        let ours = handler_of(max);
+        std::env::set_var("AFX_THREAD_WAITV", "0");
+        io("select", select_backend(Some(BackendKind::Thread)))?;
+        for _ in 0..100 {
+            cancel_once(&mem, 0)?;
+        }
+        ensure!(
+            handler_of(max) == ours,
+            "the application's handler was replaced"
+        );
+        ensure!(
+            APP_HANDLER_RUNS.load(Ordering::SeqCst) == 0,
+            "the application's handler ran"
+        );
+        ensure!(
+            handler_of(max - 1) != libc::SIG_DFL,
+            "SIGRTMAX-1 not taken by the library"
+        );
+        Ok(())
+    });
+    taken.expect_ok();
+    let explicit = fork_child(test, || {
+        install_app_handler(libc::SIGRTMAX());
+        std::env::set_var("AFX_THREAD_WAITV", "0");
+        std::env::set_var("AFX_THREAD_SIGNAL", "SIGRTMAX");
+        let r = select_backend(Some(BackendKind::Thread));
+        ensure!(
+            r.as_ref().err().and_then(|e| e.raw_os_error()) == Some(libc::EBUSY),
+            "AFX_THREAD_SIGNAL naming a handled signal: {r:?}, want EBUSY"
+        );
+        Ok(())
+    });
+    explicit.expect_ok();
+    let none = fork_child(test, || {
+        std::env::set_var("AFX_THREAD_WAITV", "0");
+        std::env::set_var("AFX_THREAD_SIGNAL", "none");
+        io("select", select_backend(Some(BackendKind::Thread)))?;
+        for _ in 0..100 {
+            cancel_once(&mem, 0)?;
+        }
+        let (min, max) = (libc::SIGRTMIN(), libc::SIGRTMAX());
+        ensure!(
+            (min..=max).all(|s| handler_of(s) == libc::SIG_DFL),
+            "a handler was installed with AFX_THREAD_SIGNAL=none"
+        );
+        Ok(())
+    });
+    none.expect_ok();
+}
