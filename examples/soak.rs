@@ -67,7 +67,7 @@ mod ring;
 
 const USAGE: &str = "\
 usage: soak [--seconds N | --minutes N] [--procs P] [--words W] [--ring L]
-            [--decoys D] [--stall-secs S] [--seed X] [--quiet] [--sabotage]
+            [--decoys D] [--lone N] [--stall-secs S] [--seed X] [--quiet] [--sabotage]
        soak kill [--rounds N] [--stall-secs S] [--seed X] [--quiet]";
 
 /// Command-line options of both modes.
@@ -83,6 +83,8 @@ pub struct Options {
     pub ring: usize,
     /// Decoy multiplier (decoys of each kind per process).
     pub decoys: usize,
+    /// Lone receivers (and lone decoy processes); see `ring.rs`.
+    pub lone: usize,
     /// No progress for this long is a stall.
     pub stall: Duration,
     /// Base seed of every random choice.
@@ -108,6 +110,7 @@ impl Default for Options {
             words: 48,
             ring: 6,
             decoys: 2,
+            lone: 4,
             stall: Duration::from_secs(20),
             seed,
             rounds: 100,
@@ -140,6 +143,7 @@ fn parse_args() -> Result<(bool, Options), String> {
             "--words" => opts.words = value("--words")? as usize,
             "--ring" => opts.ring = value("--ring")? as usize,
             "--decoys" => opts.decoys = value("--decoys")? as usize,
+            "--lone" => opts.lone = value("--lone")? as usize,
             "--stall-secs" => opts.stall = Duration::from_secs(value("--stall-secs")?),
             "--seed" => opts.seed = value("--seed")?,
             "--rounds" => opts.rounds = value("--rounds")? as u32,
@@ -160,6 +164,9 @@ fn parse_args() -> Result<(bool, Options), String> {
             "--words must be between --ring and {}",
             ring::MAX_WORDS
         ));
+    }
+    if opts.lone > ring::MAX_LONE {
+        return Err(format!("--lone must be 0..={}", ring::MAX_LONE));
     }
     if opts.decoys > 16 {
         return Err("--decoys must be 0..=16".to_owned());

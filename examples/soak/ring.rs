@@ -17,8 +17,12 @@ use crate::{
     Rng,
 };
 
-/// Most worker processes.
+/// Most (general) worker processes.
 pub const MAX_PROCS: usize = 32;
+/// Most lone receivers (and lone decoy processes).
+pub const MAX_LONE: usize = 8;
+/// Slots for per-process statistics.
+const STAT_PROCS: usize = MAX_PROCS + 2 * MAX_LONE;
 /// Most futex words.
 pub const MAX_WORDS: usize = 1024;
 
@@ -38,7 +42,7 @@ const U32_END: usize = RETIRED + MAX_WORDS;
 /// First 8-byte slot of the per-process statistics.
 const STATS_SLOT: usize = (U32_END * 4).div_ceil(8);
 const NSTATS: usize = 24;
-const SHM_LEN: usize = ((STATS_SLOT + MAX_PROCS * NSTATS) * 8).next_multiple_of(4096);
+const SHM_LEN: usize = ((STATS_SLOT + STAT_PROCS * NSTATS) * 8).next_multiple_of(4096);
 
 const RS_RUNNING: u32 = 0;
 const RS_WAITING: u32 = 1;
@@ -121,12 +125,27 @@ fn ctx_err<T>(what: &str, r: io::Result<T>) -> Res<T> {
 }
 
 /// Everything an agent needs: the shared memory and the geometry.
+///
+/// Processes `0..procs` are general workers (receivers of most words and
+/// many decoys). With `lone > 0`, word 1 of rings `0..lone` is received in a
+/// process of its own (`procs + r`), and processes `procs + lone + k` each
+/// run one blind canceller and one timed blocking decoy on those words
+/// only. A thread-backend helper re-checks every wait it serves whenever it
+/// cycles, which would heal a lost wake as soon as any other wait of the
+/// process changes; a lone receiver has no such neighbour, and the lone
+/// decoys' waits stay queued (and ahead of the receiver in the kernel's
+/// FIFO) for their whole life, so they win wakes and must forward them.
 struct Soak {
     mem: Arc<SharedMemory>,
     words: usize,
     ring: usize,
     procs: usize,
+    lone: usize,
     proc_id: usize,
+    /// The words this process's decoys pick from.
+    targets: Vec<usize>,
+    /// Decoys never look at their waits (lone decoys).
+    blind: bool,
 }
 
 enum Take {
@@ -157,11 +176,28 @@ impl Soak {
         let r = g / self.ring;
         r * self.ring + (g % self.ring + 1) % self.ring
     }
+    fn is_lone(&self, g: usize) -> bool {
+        g % self.ring == 1 && g / self.ring < self.lone
+    }
+    fn lone_words(&self) -> Vec<usize> {
+        (0..self.lone).map(|r| r * self.ring + 1).collect()
+    }
     fn proc_of(&self, g: usize) -> usize {
-        g % self.procs
+        if self.is_lone(g) {
+            self.procs + g / self.ring
+        } else {
+            g % self.procs
+        }
     }
     fn kind_of(&self, g: usize) -> Kind {
-        KINDS[(g / self.procs) % KINDS.len()]
+        if self.is_lone(g) {
+            KINDS[(g / self.ring) % KINDS.len()]
+        } else {
+            KINDS[(g / self.procs) % KINDS.len()]
+        }
+    }
+    fn all_procs(&self) -> usize {
+        self.procs + 2 * self.lone
     }
     fn stat_of(&self, proc_id: usize, s: Stat) -> &std::sync::atomic::AtomicU64 {
         counter(&self.mem, STATS_SLOT + proc_id * NSTATS + s as usize)
@@ -170,7 +206,7 @@ impl Soak {
         self.stat_of(self.proc_id, s).fetch_add(n, SeqCst);
     }
     fn total(&self, s: Stat) -> u64 {
-        (0..self.procs)
+        (0..self.all_procs())
             .map(|p| self.stat_of(p, s).load(SeqCst))
             .sum()
     }
@@ -405,7 +441,7 @@ fn pick(rng: &mut Rng) -> Option<u64> {
 /// `tokio::select!` of the wait against a timer or yields.
 async fn decoy_select(s: Arc<Soak>, handles: Arc<Vec<Arc<AsyncFutex>>>, mut rng: Rng) -> Res {
     while !s.shutting_down() {
-        let g = rng.below(s.words as u64) as usize;
+        let g = s.targets[rng.below(s.targets.len() as u64) as usize];
         let f = &handles[g];
         let v = f.word().load(SeqCst);
         s.add(Stat::DecoyArms, 1);
@@ -426,7 +462,7 @@ async fn decoy_select(s: Arc<Soak>, handles: Arc<Vec<Arc<AsyncFutex>>>, mut rng:
 /// Polls the wait once (arming it), then drops it without looking again.
 async fn decoy_drop(s: Arc<Soak>, handles: Arc<Vec<Arc<AsyncFutex>>>, mut rng: Rng) -> Res {
     while !s.shutting_down() {
-        let g = rng.below(s.words as u64) as usize;
+        let g = s.targets[rng.below(s.targets.len() as u64) as usize];
         let f = &handles[g];
         let v = f.word().load(SeqCst);
         s.add(Stat::DecoyArms, 1);
@@ -456,13 +492,13 @@ fn decoy_afx_cancel(s: Arc<Soak>, mut rng: Rng) -> Res {
         .collect::<io::Result<Vec<_>>>();
     let handles = ctx_err("afx_new", handles)?;
     while !s.shutting_down() {
-        let g = rng.below(s.words as u64) as usize;
+        let g = s.targets[rng.below(s.targets.len() as u64) as usize];
         let h = &handles[g];
         let v = s.w(g).load(SeqCst);
         ctx_err("afx_wait_async", h.arm(v))?;
         s.add(Stat::DecoyArms, 1);
         let d = rng.pause();
-        let completed = if rng.one_in(2) {
+        let completed = if !s.blind && rng.one_in(2) {
             ctx_err("poll", poll_in(h.eventfd(), Some(d)))? && ctx_err("afx_ack", h.ack())?
         } else {
             std::thread::sleep(d);
@@ -481,13 +517,13 @@ fn decoy_afx_cancel(s: Arc<Soak>, mut rng: Rng) -> Res {
 /// A fresh C handle per wait, freed while its wait is armed.
 fn decoy_afx_free(s: Arc<Soak>, mut rng: Rng) -> Res {
     while !s.shutting_down() {
-        let g = rng.below(s.words as u64) as usize;
+        let g = s.targets[rng.below(s.targets.len() as u64) as usize];
         let h = ctx_err("afx_new", Afx::new(&s.mem, WORDS + g))?;
         let v = s.w(g).load(SeqCst);
         ctx_err("afx_wait_async", h.arm(v))?;
         s.add(Stat::DecoyArms, 1);
         let d = rng.pause();
-        if rng.one_in(3) {
+        if !s.blind && rng.one_in(3) {
             if ctx_err("poll", poll_in(h.eventfd(), Some(d)))? && ctx_err("afx_ack", h.ack())? {
                 s.decoy_completed(g, || h.wake(1))?;
                 continue;
@@ -509,7 +545,7 @@ fn decoy_eventfd(s: Arc<Soak>, mut rng: Rng) -> Res {
         .collect::<io::Result<Vec<_>>>();
     let handles = ctx_err("EventFdFutex", handles)?;
     while !s.shutting_down() {
-        let g = rng.below(s.words as u64) as usize;
+        let g = s.targets[rng.below(s.targets.len() as u64) as usize];
         let d = rng.pause();
         if rng.one_in(4) {
             let e = ctx_err(
@@ -528,7 +564,7 @@ fn decoy_eventfd(s: Arc<Soak>, mut rng: Rng) -> Res {
         let v = s.w(g).load(SeqCst);
         ctx_err("EventFdFutex::arm", e.arm(v))?;
         s.add(Stat::DecoyArms, 1);
-        let completed = if rng.one_in(2) {
+        let completed = if !s.blind && rng.one_in(2) {
             ctx_err("poll", poll_in(e.as_raw_fd(), Some(d)))?
                 && ctx_err("EventFdFutex::ack", e.ack())?
         } else {
@@ -548,7 +584,7 @@ fn decoy_eventfd(s: Arc<Soak>, mut rng: Rng) -> Res {
 /// Timed blocking waits (the kernel decides timeout vs wake).
 fn decoy_blocking(s: Arc<Soak>, handles: Arc<Vec<Arc<AsyncFutex>>>, mut rng: Rng) -> Res {
     while !s.shutting_down() {
-        let g = rng.below(s.words as u64) as usize;
+        let g = s.targets[rng.below(s.targets.len() as u64) as usize];
         let f = &handles[g];
         let v = f.word().load(SeqCst);
         s.add(Stat::DecoyArms, 1);
@@ -685,6 +721,47 @@ fn worker(s: Arc<Soak>, decoys: usize, seed: u64) -> Res {
         None => Ok(()),
         Some(e) => Err(e),
     }
+}
+
+/// A lone decoy process: one blind canceller of kind `k % 4` and one timed
+/// blocking decoy, both on the lone words only.
+fn lone_decoy_worker(s: Arc<Soak>, k: usize, seed: u64) -> Res {
+    let rng = |i: u64| Rng::new(seed ^ ((s.proc_id as u64 + 1) << 40), 100 + i);
+    let handles = (0..s.words)
+        .map(|g| s.mem.futex(WORDS + g).map(Arc::new))
+        .collect::<io::Result<Vec<_>>>();
+    let handles = Arc::new(ctx_err("futex", handles)?);
+    let (sc, hc, r) = (Arc::clone(&s), Arc::clone(&handles), rng(1));
+    let blocking = std::thread::Builder::new()
+        .name("lone-decoy-blk".to_owned())
+        .spawn(move || decoy_blocking(sc, hc, r))
+        .map_err(|e| format!("spawn: {e}"))?;
+    s.ctrl(CTRL_READY).fetch_add(1, SeqCst);
+    let sc = Arc::clone(&s);
+    let r = match k % 4 {
+        0 => {
+            let rt = ctx_err(
+                "tokio runtime",
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build(),
+            )?;
+            rt.block_on(decoy_drop(sc, Arc::clone(&handles), rng(2)))
+        }
+        1 => decoy_afx_cancel(sc, rng(2)),
+        2 => decoy_afx_free(sc, rng(2)),
+        _ => decoy_eventfd(sc, rng(2)),
+    };
+    let rb = blocking
+        .join()
+        .unwrap_or_else(|_| Err("panicked".to_owned()));
+    for (name, r) in [("lone canceller", r), ("lone blocking decoy", rb)] {
+        if let Err(e) = r {
+            s.ctrl(CTRL_FAILED).store(1, SeqCst);
+            return Err(format!("{name}: {e}"));
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -835,12 +912,16 @@ pub fn run(opts: &Options, backend: BackendKind) -> Res {
     let rings = opts.words / opts.ring;
     let words = rings * opts.ring;
     let mem = Arc::new(ctx_err("shared memory", SharedMemory::anonymous(SHM_LEN))?);
+    let lone = opts.lone.min(rings);
     let soak = Soak {
         mem: Arc::clone(&mem),
         words,
         ring: opts.ring,
         procs: opts.procs,
+        lone,
         proc_id: usize::MAX,
+        targets: Vec::new(),
+        blind: false,
     };
     if opts.sabotage {
         soak.ctrl(CTRL_SABOTAGE).store(1, SeqCst);
@@ -853,14 +934,15 @@ pub fn run(opts: &Options, backend: BackendKind) -> Res {
     let secs = opts.duration.as_secs();
     println!(
         "soak: backend {backend}, {} worker processes, {rings} rings x {} words = {words} \
-         futex words (one token per ring), decoys x{}, {secs} s, stall bound {} s, seed {}",
+         futex words (one token per ring), decoys x{}, {lone} lone receivers + {lone} lone \
+         decoy processes, {secs} s, stall bound {} s, seed {}",
         opts.procs,
         opts.ring,
         opts.decoys,
         opts.stall.as_secs(),
         opts.seed
     );
-    for p in 0..opts.procs {
+    for p in 0..opts.procs + lone {
         let mine: Vec<String> = (0..words)
             .filter(|&g| soak.proc_of(g) == p)
             .map(|g| format!("{g}:{}", soak.kind_of(g).name()))
@@ -871,20 +953,38 @@ pub fn run(opts: &Options, backend: BackendKind) -> Res {
     }
 
     let mut children = Vec::new();
-    for p in 0..opts.procs {
+    for p in 0..soak.all_procs() {
+        let lone_decoy = p >= opts.procs + lone;
         let s = Arc::new(Soak {
             mem: Arc::clone(&mem),
             words,
             ring: opts.ring,
             procs: opts.procs,
+            lone,
             proc_id: p,
+            targets: if lone_decoy {
+                soak.lone_words()
+            } else {
+                (0..words).collect()
+            },
+            blind: lone_decoy,
         });
-        let (decoys, seed) = (opts.decoys, opts.seed);
-        let pid = fork_child(move || match worker(s, decoys, seed) {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("soak worker {p}: FAILED: {e}");
-                1
+        // Lone receiver processes run no decoys.
+        let decoys = if p < opts.procs { opts.decoys } else { 0 };
+        let seed = opts.seed;
+        let k = p.saturating_sub(opts.procs + lone);
+        let pid = fork_child(move || {
+            let r = if lone_decoy {
+                lone_decoy_worker(s, k, seed)
+            } else {
+                worker(s, decoys, seed)
+            };
+            match r {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("soak worker {p}: FAILED: {e}");
+                    1
+                }
             }
         });
         match pid {
@@ -1036,6 +1136,9 @@ fn conservation(s: &Soak, rings: usize) -> Res {
 fn report(s: &Soak, opts: &Options, backend: BackendKind) -> Res {
     let t = totals(s);
     let g = |k: Stat| s.total(k);
+    let lone_contended: u64 = (s.procs + s.lone..s.all_procs())
+        .map(|p| s.stat_of(p, Stat::Contended).load(SeqCst))
+        .sum();
     if !opts.quiet {
         println!(
             "  receivers: {} completions ({} found no token), {} raw FUTEX_WAKE handoffs",
@@ -1055,7 +1158,8 @@ fn report(s: &Soak, opts: &Options, backend: BackendKind) -> Res {
     println!(
         "SOAK OK backend={backend} seconds={} procs={} words={} rings={} handoffs={} \
          wakes={} woken={} cancels={} (select={} drop={} afx_cancel={} afx_free={} \
-         efd_cancel={} efd_drop={}) timeouts={} decoy_forwards={} contended={} stalls=0",
+         efd_cancel={} efd_drop={}) timeouts={} decoy_forwards={} contended={} \
+         lone_contended={lone_contended} stalls=0",
         opts.duration.as_secs(),
         opts.procs,
         s.words,
