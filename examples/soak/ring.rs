@@ -731,11 +731,22 @@ fn lone_decoy_worker(s: Arc<Soak>, k: usize, seed: u64) -> Res {
         .map(|g| s.mem.futex(WORDS + g).map(Arc::new))
         .collect::<io::Result<Vec<_>>>();
     let handles = Arc::new(ctx_err("futex", handles)?);
-    let (sc, hc, r) = (Arc::clone(&s), Arc::clone(&handles), rng(1));
-    let blocking = std::thread::Builder::new()
-        .name("lone-decoy-blk".to_owned())
-        .spawn(move || decoy_blocking(sc, hc, r))
-        .map_err(|e| format!("spawn: {e}"))?;
+    // Under --sabotage, more (swallowing) blocking decoys: the self-test
+    // should stall fast on every backend.
+    let nblocking = if s.ctrl(CTRL_SABOTAGE).load(SeqCst) != 0 {
+        4
+    } else {
+        1
+    };
+    let mut blocking = Vec::new();
+    for i in 0..nblocking {
+        let (sc, hc, r) = (Arc::clone(&s), Arc::clone(&handles), rng(10 + i));
+        let t = std::thread::Builder::new()
+            .name("lone-decoy-blk".to_owned())
+            .spawn(move || decoy_blocking(sc, hc, r))
+            .map_err(|e| format!("spawn: {e}"))?;
+        blocking.push(t);
+    }
     s.ctrl(CTRL_READY).fetch_add(1, SeqCst);
     let sc = Arc::clone(&s);
     let r = match k % 4 {
@@ -752,10 +763,12 @@ fn lone_decoy_worker(s: Arc<Soak>, k: usize, seed: u64) -> Res {
         2 => decoy_afx_free(sc, rng(2)),
         _ => decoy_eventfd(sc, rng(2)),
     };
-    let rb = blocking
-        .join()
-        .unwrap_or_else(|_| Err("panicked".to_owned()));
-    for (name, r) in [("lone canceller", r), ("lone blocking decoy", rb)] {
+    let mut results = vec![("lone canceller", r)];
+    for t in blocking {
+        let rb = t.join().unwrap_or_else(|_| Err("panicked".to_owned()));
+        results.push(("lone blocking decoy", rb));
+    }
+    for (name, r) in results {
         if let Err(e) = r {
             s.ctrl(CTRL_FAILED).store(1, SeqCst);
             return Err(format!("{name}: {e}"));
