@@ -1,0 +1,208 @@
+//! [`Waiter`]: one armed wait and the state machine that guarantees every
+//! wake it consumed reaches somebody (DESIGN S3).
+//!
+//! Two parties touch a waiter: the *backend*, which queued the kernel wait
+//! and calls [`Waiter::finish`] exactly once when the kernel reports it
+//! done, and the *consumer* (a future or an [`EventFdFutex`]), which either
+//! observes that outcome or gives up with [`Waiter::cancel`]. One atomic
+//! `fetch_or` on each side decides who saw whom:
+//!
+//! - backend first (`DONE` set, then the consumer's `CANCEL`): the consumer
+//!   sees `DONE`; if the outcome may have consumed a kernel wake it passes
+//!   the wake on with `wake(1)`;
+//! - consumer first (`CANCEL`, then `DONE`): the backend sees `CANCEL` and
+//!   forwards a consumed wake itself instead of delivering it.
+//!
+//! So exactly one side forwards, and a cancelled wait's completion is never
+//! delivered to a sink (no stale eventfd readiness).
+//!
+//! That protocol lives in [`state`], apart from the sink, word and backend it
+//! acts on (through [`Effects`]), so that the loom model checks in
+//! `loom_tests` explore the production code itself:
+//! `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --lib loom`.
+//!
+//! [`EventFdFutex`]: crate::EventFdFutex
+#![allow(unsafe_code)]
+
+mod shim;
+mod state;
+
+#[cfg(all(test, loom))]
+mod loom_tests;
+
+use std::io;
+use std::os::fd::{BorrowedFd, RawFd};
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
+use std::task::Waker;
+
+use self::state::{Effects, Forward, State};
+use crate::backend::{self, Backend};
+use crate::sys::eventfd;
+use crate::word::Word;
+
+pub(crate) use self::state::Outcome;
+
+/// Where a completed wait is announced.
+pub(crate) enum Sink {
+    /// A task's waker (Rust futures).
+    Task(Mutex<Option<Waker>>),
+    /// An eventfd that becomes readable (C handles, foreign loops). It is
+    /// owned by the [`EventFdFutex`](crate::EventFdFutex) that armed the
+    /// wait, which closes it only after this waiter is `DELIVERED` (ack and
+    /// cancel wait for that); the waiter never touches it afterwards. So
+    /// the fd is closed exactly when the handle goes, not when a backend
+    /// thread happens to drop its last reference to the waiter.
+    EventFd(RawFd),
+}
+
+/// One armed wait.
+pub(crate) struct Waiter {
+    word: Arc<Word>,
+    expected: u32,
+    state: State,
+    sink: Sink,
+    backend: &'static Backend,
+    /// Free for the backend's routing (the thread backend's helper index).
+    pub(crate) route: AtomicUsize,
+}
+
+impl Waiter {
+    /// Queues a kernel wait for `*word == expected` on `backend`.
+    pub(crate) fn arm(
+        word: &Arc<Word>,
+        expected: u32,
+        sink: Sink,
+        backend: &'static Backend,
+    ) -> Arc<Waiter> {
+        let waiter = Arc::new(Waiter {
+            word: Arc::clone(word),
+            expected,
+            state: State::new(),
+            sink,
+            backend,
+            route: AtomicUsize::new(0),
+        });
+        word.wait_started();
+        backend.submit(Arc::clone(&waiter));
+        waiter
+    }
+
+    pub(crate) fn word(&self) -> &Word {
+        &self.word
+    }
+
+    pub(crate) fn expected(&self) -> u32 {
+        self.expected
+    }
+
+    /// Whether the consumer has given up on this wait.
+    pub(crate) fn cancel_requested(&self) -> bool {
+        self.state.cancel_requested()
+    }
+
+    /// Whether the backend has finished this wait.
+    pub(crate) fn is_done(&self) -> bool {
+        self.state.is_done()
+    }
+
+    /// The outcome, once the backend has finished, as the consumer sees it.
+    pub(crate) fn result(&self) -> Option<io::Result<()>> {
+        self.state
+            .result()
+            .map(|r| r.map_err(io::Error::from_raw_os_error))
+    }
+
+    /// Stores the waker to call on completion. Returns `true` if the wait
+    /// is already done (the caller should not sleep).
+    pub(crate) fn register(&self, waker: &Waker) -> bool {
+        if let Sink::Task(slot) = &self.sink {
+            let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+            match &*slot {
+                Some(old) if old.will_wake(waker) => {}
+                _ => *slot = Some(waker.clone()),
+            }
+        }
+        self.is_done()
+    }
+
+    /// Backend side: the kernel wait is over. Called exactly once.
+    pub(crate) fn finish(self: &Arc<Self>, outcome: Outcome, errno: i32) {
+        self.state.finish(self, outcome, errno);
+    }
+
+    /// Backend side: the forward asked of [`Backend::forward`] is done.
+    pub(crate) fn forwarded(&self) {
+        self.state.forwarded();
+    }
+
+    fn borrow<'a>(fd: RawFd) -> BorrowedFd<'a> {
+        // SAFETY: see `Sink::EventFd`: the owning handle keeps the fd open
+        // until this waiter is DELIVERED, and it is used only before that
+        // (delivery) or by that handle itself (draining).
+        unsafe { BorrowedFd::borrow_raw(fd) }
+    }
+
+    /// Consumer side: gives up on a wait whose outcome it has not observed.
+    /// A wake the wait consumed is forwarded with `wake(1)`; an eventfd sink
+    /// is left drained. With `sync`, returns only once the kernel wait is
+    /// gone (so a following `wake` cannot count it).
+    pub(crate) fn cancel(self: &Arc<Self>, sync: bool) {
+        self.state.cancel(self, sync);
+    }
+
+    /// Consumer side, eventfd sink: if done, waits until the eventfd write
+    /// has happened and drains it, so no stale readiness is left behind.
+    pub(crate) fn settle_eventfd(self: &Arc<Self>) {
+        self.state.settle(self);
+    }
+}
+
+/// What the state machine does to the world, for a real waiter.
+impl Effects for Arc<Waiter> {
+    /// Through the backend when it runs in this process; its own sibling
+    /// waits may be briefly out of the kernel (see `backend::thread`), so a
+    /// bare `wake(1)` could miss them.
+    fn forward(&self) -> Forward {
+        if backend::is_live(self.backend) {
+            self.backend.forward(self);
+            Forward::Queued
+        } else {
+            let _ = self.word.wake(1);
+            Forward::Done
+        }
+    }
+
+    fn wait_finished(&self) {
+        self.word.wait_finished();
+    }
+
+    fn deliver(&self) {
+        match &self.sink {
+            Sink::Task(slot) => {
+                let waker = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+                if let Some(waker) = waker {
+                    waker.wake();
+                }
+            }
+            Sink::EventFd(fd) => {
+                let _ = eventfd::signal(Waiter::borrow(*fd));
+            }
+        }
+    }
+
+    fn drain(&self) {
+        if let Sink::EventFd(fd) = &self.sink {
+            let _ = eventfd::drain(Waiter::borrow(*fd));
+        }
+    }
+
+    fn request_cancel(&self) -> bool {
+        if !backend::is_live(self.backend) {
+            // Armed before a fork by a backend this process does not run.
+            return false;
+        }
+        self.backend.cancel(self);
+        true
+    }
+}
