@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: every Rust, C and doc test once per wait
-# backend (io_uring and thread), then the example program on each backend.
+# backend (io_uring and thread), then the example program on each backend,
+# then the loom model check of the waiter state machine.
 # Exits non-zero if anything fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +34,13 @@ for backend in io_uring thread; do
         failures+=("async_futex_example (AFX_BACKEND=$backend)")
     fi
 done
+
+# The waiter state machine under loom: every interleaving of arm / finish /
+# cancel / forward up to the preemption bound (src/waiter/loom_tests.rs).
+step "model check: waiter state machine under loom"
+if ! RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --lib loom; then
+    failures+=("loom model check")
+fi
 
 echo
 echo "==== summary ===="
