@@ -153,6 +153,7 @@ static void case_thread(int per_wait)
  * mode anyway. */
 static void c_vector(void)
 {
+    unsetenv("AFX_THREAD_WAITV");
 #ifdef SYS_futex_waitv
     errno = 0;
     long r = syscall(SYS_futex_waitv, NULL, 0, 0, NULL, CLOCK_MONOTONIC);
