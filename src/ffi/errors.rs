@@ -35,10 +35,17 @@ pub extern "C" fn afx_strerror(err: c_int) -> *const c_char {
         libc::EMFILE => "too many open files in this process\0",
         libc::ENFILE => "too many open files in the system\0",
         libc::ENOSYS => "the kernel lacks a needed system call\0",
-        libc::EPERM => "operation not permitted (io_uring or futex_waitv denied?)\0",
+        libc::EPERM => {
+            "operation not permitted (the mutex is not held by this process; or io_uring / futex_waitv denied)\0"
+        }
         libc::EOPNOTSUPP => "not supported by this kernel (io_uring futex ops need Linux 6.7)\0",
         libc::ECANCELED => "operation cancelled\0",
-        libc::ENOTRECOVERABLE => "internal error in asyncfutex (a bug: please report it)\0",
+        libc::ENOTRECOVERABLE => {
+            "state not recoverable (a mutex unlocked after its owner died without afx_mutex_consistent), or an internal error in asyncfutex\0"
+        }
+        libc::EPROTO => "the shared state is not initialised, has another layout version, or is corrupt\0",
+        libc::EMSGSIZE => "the frame does not fit (longer than the channel's frame size, or the buffer is too small)\0",
+        libc::EOVERFLOW => "the semaphore count would pass UINT32_MAX\0",
         libc::EIO => "input/output error\0",
         _ => "unknown error\0",
     };
