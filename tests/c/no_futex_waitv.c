@@ -96,11 +96,17 @@ static void exercise(const char *how)
     ack_ready(h, MANY, MANY - 3);
     CHECK_EQ(t_waiters(w, 0), 0);
 
-    /* Threads are reused: arming again creates none. */
+    /* Threads are reused. A helper goes back to the pool a moment after
+     * its completion is delivered, so the last few acknowledged may still
+     * be on their way and arming again may start a few new ones; without
+     * reuse it would start all MANY. */
     for (int i = 0; i < MANY; i++)
         CHECK_EQ(afx_wait_async(h[i], WORD_VALUE), 0);
     t_await_waiters(w, 0, MANY);
-    CHECK(t_threads() <= threads_during);
+    int threads_again = t_threads();
+    if (threads_again > threads_during + MANY / 4)
+        FAIL("%s: arming %d waits again went from %d to %d threads: helpers not reused", how,
+             MANY, threads_during, threads_again);
     /* Cancel: the kernel waits are gone when afx_cancel returns. */
     int64_t t0 = t_now_ns();
     for (int i = 0; i < MANY; i++) {
