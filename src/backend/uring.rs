@@ -40,8 +40,24 @@ pub(crate) struct UringBackend {
 
 impl UringBackend {
     /// Starts the ring thread and waits for it to prove that futex waits
-    /// work here.
+    /// work here. The backend is allocated (and leaked, like every backend)
+    /// only once that proof is in, so a failed start leaves nothing behind.
     pub(super) fn start() -> io::Result<&'static Backend> {
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (backend_tx, backend_rx) = mpsc::channel::<&'static UringBackend>();
+        std::thread::Builder::new()
+            .name("afx-io_uring".into())
+            .spawn(move || {
+                let Some(ring) = Self::open(ready_tx) else {
+                    return;
+                };
+                if let Ok(this) = backend_rx.recv() {
+                    this.run(ring);
+                }
+            })?;
+        ready_rx
+            .recv()
+            .map_err(|_| io::Error::from_raw_os_error(libc::EIO))??;
         let backend = leak(Backend::IoUring(UringBackend {
             queue: Mutex::new(Vec::new()),
             doorbell: AtomicU32::new(0),
@@ -49,13 +65,8 @@ impl UringBackend {
         let Backend::IoUring(this) = backend else {
             unreachable!()
         };
-        let (ready_tx, ready_rx) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("afx-io_uring".into())
-            .spawn(move || this.run(ready_tx))?;
-        ready_rx
-            .recv()
-            .map_err(|_| io::Error::from_raw_os_error(libc::EIO))??;
+        // The thread waits for exactly this message; it cannot have gone.
+        let _ = backend_tx.send(this);
         Ok(backend)
     }
 
@@ -95,20 +106,28 @@ impl UringBackend {
         }
     }
 
-    fn run(&'static self, ready: mpsc::Sender<io::Result<()>>) {
-        let mut ring = match Ring::new(RING_ENTRIES).and_then(|mut ring| {
+    /// Ring thread, first step: creates the ring (which only this thread
+    /// may submit to) and proves it, reporting the result to `start`.
+    fn open(ready: mpsc::Sender<io::Result<()>>) -> Option<Ring> {
+        let opened = Ring::new(RING_ENTRIES).and_then(|mut ring| {
             Self::probe(&mut ring)?;
             Ok(ring)
-        }) {
-            Ok(ring) => ring,
+        });
+        match opened {
+            Ok(ring) => {
+                let _ = ready.send(Ok(()));
+                Some(ring)
+            }
             Err(e) => {
                 let _ = ready.send(Err(e));
-                return;
+                None
             }
-        };
-        let _ = ready.send(Ok(()));
-        drop(ready);
+        }
+    }
 
+    /// Ring thread, for the life of the process: applies queued arms and
+    /// cancels, reaps completions.
+    fn run(&'static self, mut ring: Ring) {
         let mut doorbell_armed = false;
         let mut ops = Vec::new();
         loop {
