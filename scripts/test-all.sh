@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: every Rust, C and doc test once per wait
 # backend (io_uring and thread), then the example program on each backend,
-# then the loom model check of the waiter state machine.
+# then the thread backend's per-wait mode, the loom model check of the
+# waiter state machine and a bounded fuzz run of the C API.
 # Exits non-zero if anything fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -35,11 +36,28 @@ for backend in io_uring thread; do
     fi
 done
 
+# The thread backend's per-wait mode (what kernels before 5.16, valgrind and
+# seccomp profiles without futex_waitv get): the semantics tests and the
+# soak again, with the mode forced.
+if AFX_BACKEND=thread cargo run -q --example probe >/dev/null 2>&1; then
+    step "per-wait mode: AFX_BACKEND=thread AFX_THREAD_WAITV=0"
+    if ! AFX_BACKEND=thread AFX_THREAD_WAITV=0 cargo test --test async_semantics \
+        --test cross_process --test reliability_soak; then
+        failures+=("cargo test, per-wait mode (AFX_THREAD_WAITV=0)")
+    fi
+fi
+
 # The waiter state machine under loom: every interleaving of arm / finish /
 # cancel / forward up to the preemption bound (src/waiter/loom_tests.rs).
 step "model check: waiter state machine under loom"
 if ! RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --lib loom; then
     failures+=("loom model check")
+fi
+
+# libFuzzer on the C API, 60 s split between the backends (stable toolchain).
+step "fuzz: C API, 60 s"
+if ! scripts/fuzz.sh 60; then
+    failures+=("fuzz (scripts/fuzz.sh)")
 fi
 
 echo
