@@ -36,7 +36,8 @@
 // Backend: `IORING_OP_FUTEX_WAIT` on one ring served by one library thread.
 #define AFX_BACKEND_IO_URING 1
 
-// Backend: helper threads in `futex_waitv(2)`, up to 127 waits each.
+// Backend: helper threads in `futex_waitv(2)`, up to 127 waits each; where
+// `futex_waitv` is refused, one `FUTEX_WAIT_BITSET` helper per pending wait.
 #define AFX_BACKEND_THREAD 2
 
 // `afx_mutex_lock*` result: the lock is held, but its previous holder died
