@@ -60,22 +60,6 @@ fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Runs `cmd` to completion; its combined output on failure.
-fn run_quiet(cmd: &mut Command, what: &str) -> Result<(), String> {
-    let out = cmd
-        .output()
-        .map_err(|e| format!("{what}: cannot run {:?}: {e}", cmd.get_program()))?;
-    if out.status.success() {
-        return Ok(());
-    }
-    Err(format!(
-        "{what} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    ))
-}
-
 static CDYLIB: OnceLock<Result<PathBuf, String>> = OnceLock::new();
 
 /// The directory of a freshly built `libasyncfutex.so` (built once per test
@@ -89,44 +73,7 @@ fn cdylib_dir() -> PathBuf {
 }
 
 fn build_cdylib() -> Result<PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-    // <target-dir>[/<triple>]/<profile>/deps/<test-binary>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| format!("unexpected test binary path {}", exe.display()))?
-        .to_path_buf();
-    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") => "dev".to_owned(),
-        Some(other) => other.to_owned(),
-        None => return Err(format!("unexpected profile dir {}", profile_dir.display())),
-    };
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from(env!("CARGO")));
-    let mut cmd = Command::new(cargo);
-    cmd.arg("build")
-        .arg("--lib")
-        .arg("--manifest-path")
-        .arg(manifest_dir().join("Cargo.toml"))
-        .arg("--profile")
-        .arg(&profile);
-    if std::env::var_os("CARGO_TARGET_DIR").is_none() {
-        if let Some(above) = profile_dir.parent() {
-            // `target/<triple>/<profile>` when built with `--target`.
-            let is_target_dir = above.join("CACHEDIR.TAG").exists();
-            match above.parent() {
-                Some(root) if !is_target_dir && root.join("CACHEDIR.TAG").exists() => {
-                    cmd.arg("--target-dir").arg(root);
-                    if let Some(triple) = above.file_name() {
-                        cmd.arg("--target").arg(triple);
-                    }
-                }
-                _ => {
-                    cmd.arg("--target-dir").arg(above);
-                }
-            }
-        }
-    }
-    run_quiet(&mut cmd, "cargo build --lib")?;
+    let profile_dir = support::cargo_build(&["--lib"])?;
     let lib = profile_dir.join("libasyncfutex.so");
     if !lib.exists() {
         return Err(format!("{} missing after cargo build --lib", lib.display()));

@@ -102,69 +102,10 @@ fn c_programs() -> Vec<String> {
     names
 }
 
-/// Runs `cmd` to completion, returning its combined output on failure.
-fn run_quiet(cmd: &mut Command, what: &str) -> Result<(), String> {
-    let out = cmd
-        .output()
-        .map_err(|e| format!("{what}: cannot run {:?}: {e}", cmd.get_program()))?;
-    if out.status.success() {
-        return Ok(());
-    }
-    Err(format!(
-        "{what} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    ))
-}
-
 /// Rebuilds the cdylib with the test binary's profile (`cargo test` does not
 /// refresh `target/<profile>/libasyncfutex.so`) and returns its directory.
 fn build_cdylib() -> Result<PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-    // <target-dir>[/<triple>]/<profile>/deps/<test-binary>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| format!("unexpected test binary path {}", exe.display()))?
-        .to_path_buf();
-    let profile_dir_name = profile_dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| format!("unexpected profile dir {}", profile_dir.display()))?;
-    // The `dev` and `test` profiles build into `debug`, `bench` into
-    // `release`; a custom profile into a directory of its own name.
-    let profile = match profile_dir_name {
-        "debug" => "dev",
-        other => other,
-    };
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from(env!("CARGO")));
-    let mut cmd = Command::new(cargo);
-    cmd.arg("build")
-        .arg("--lib")
-        .arg("--manifest-path")
-        .arg(manifest_dir().join("Cargo.toml"))
-        .arg("--profile")
-        .arg(profile);
-    let above = profile_dir.parent().map(Path::to_path_buf);
-    if std::env::var_os("CARGO_TARGET_DIR").is_none() {
-        if let Some(above) = &above {
-            // `target/<triple>/<profile>` when built with `--target`.
-            let is_target_dir = above.join("CACHEDIR.TAG").exists();
-            match above.parent() {
-                Some(root) if !is_target_dir && root.join("CACHEDIR.TAG").exists() => {
-                    cmd.arg("--target-dir").arg(root);
-                    if let Some(triple) = above.file_name() {
-                        cmd.arg("--target").arg(triple);
-                    }
-                }
-                _ => {
-                    cmd.arg("--target-dir").arg(above);
-                }
-            }
-        }
-    }
-    run_quiet(&mut cmd, "cargo build --lib")?;
+    let profile_dir = support::cargo_build(&["--lib"])?;
     let lib = profile_dir.join("libasyncfutex.so");
     if !lib.exists() {
         return Err(format!("{} missing after cargo build --lib", lib.display()));

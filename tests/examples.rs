@@ -16,7 +16,6 @@
 //! Needs `make`, a C compiler and libuv (`pkg-config libuv`); a missing one
 //! is a failure with an install hint, not a skip.
 
-use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -78,79 +77,11 @@ fn skip_if_unavailable(label: &str) -> bool {
     true
 }
 
-/// Runs `cmd` to completion; its combined output on failure.
-fn run_quiet(cmd: &mut Command, what: &str) -> Result<String, String> {
-    let out = cmd
-        .output()
-        .map_err(|e| format!("{what}: cannot run {:?}: {e}", cmd.get_program()))?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if out.status.success() {
-        Ok(text)
-    } else {
-        Err(format!("{what} failed ({}):\n{text}", out.status))
-    }
-}
-
-/// `target/<profile>` of this test binary, and the cargo profile name.
-fn profile_dir() -> Result<(PathBuf, String), String> {
-    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-    // <target-dir>[/<triple>]/<profile>/deps/<test-binary>
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| format!("unexpected test binary path {}", exe.display()))?
-        .to_path_buf();
-    let name = dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| format!("unexpected profile dir {}", dir.display()))?;
-    let profile = match name {
-        "debug" => "dev",
-        other => other,
-    }
-    .to_owned();
-    Ok((dir, profile))
-}
-
 /// Builds the cdylib, the binaries and the examples with this test's
 /// profile (`cargo test` builds none of them where the C side and this
 /// driver look) and returns `target/<profile>`.
 fn cargo_build() -> Result<PathBuf, String> {
-    let (dir, profile) = profile_dir()?;
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from(env!("CARGO")));
-    let mut cmd = Command::new(cargo);
-    cmd.args([
-        "build",
-        "--lib",
-        "--bins",
-        "--examples",
-        "--profile",
-        &profile,
-    ])
-    .arg("--manifest-path")
-    .arg(manifest_dir().join("Cargo.toml"));
-    if std::env::var_os("CARGO_TARGET_DIR").is_none() {
-        if let Some(above) = dir.parent() {
-            // `target/<triple>/<profile>` when built with `--target`.
-            let is_target_dir = above.join("CACHEDIR.TAG").exists();
-            match above.parent() {
-                Some(root) if !is_target_dir && root.join("CACHEDIR.TAG").exists() => {
-                    cmd.arg("--target-dir").arg(root);
-                    if let Some(triple) = above.file_name() {
-                        cmd.arg("--target").arg(triple);
-                    }
-                }
-                _ => {
-                    cmd.arg("--target-dir").arg(above);
-                }
-            }
-        }
-    }
-    run_quiet(&mut cmd, "cargo build --lib --bins --examples")?;
+    let dir = support::cargo_build(&["--lib", "--bins", "--examples"])?;
     if !dir.join("libasyncfutex.so").exists() {
         return Err(format!("no libasyncfutex.so in {}", dir.display()));
     }

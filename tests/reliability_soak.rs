@@ -17,15 +17,14 @@
 //! has the watchdog of `tests/support` on top of the soak's own. The long
 //! release run: `cargo run --release --example soak -- --minutes 15`.
 
-use std::ffi::OsString;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 mod support;
-use support::{describe, run_with_watchdog, Outcome};
+use support::{cargo_build, describe, run_with_watchdog, Outcome};
 
 /// Default soak duration (seconds).
 const SOAK_SECONDS: u64 = 25;
@@ -76,67 +75,13 @@ fn skip_if_unavailable(label: &str) -> bool {
     }
 }
 
-/// `target/<profile>` of this test binary, and the cargo profile name.
-fn profile_dir() -> Result<(PathBuf, String), String> {
-    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-    // <target-dir>[/<triple>]/<profile>/deps/<test-binary>
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| format!("unexpected test binary path {}", exe.display()))?
-        .to_path_buf();
-    let name = dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| format!("unexpected profile dir {}", dir.display()))?;
-    let profile = match name {
-        "debug" => "dev",
-        other => other,
-    }
-    .to_owned();
-    Ok((dir, profile))
-}
-
 /// Builds the `soak` example with this test's profile (as `cargo build
 /// --all-targets` would; `cargo test` does not build examples where this
 /// driver looks) and returns its path.
 fn soak_binary() -> &'static PathBuf {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let built = BUILT.get_or_init(|| {
-        let (dir, profile) = profile_dir()?;
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from(env!("CARGO")));
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--example", "soak", "--profile", &profile])
-            .arg("--manifest-path")
-            .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"));
-        if std::env::var_os("CARGO_TARGET_DIR").is_none() {
-            if let Some(above) = dir.parent() {
-                // `target/<triple>/<profile>` when built with `--target`.
-                let is_target_dir = above.join("CACHEDIR.TAG").exists();
-                match above.parent() {
-                    Some(root) if !is_target_dir && root.join("CACHEDIR.TAG").exists() => {
-                        cmd.arg("--target-dir").arg(root);
-                        if let Some(triple) = above.file_name() {
-                            cmd.arg("--target").arg(triple);
-                        }
-                    }
-                    _ => {
-                        cmd.arg("--target-dir").arg(above);
-                    }
-                }
-            }
-        }
-        let out = cmd
-            .output()
-            .map_err(|e| format!("cannot run cargo build --example soak: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "cargo build --example soak failed ({}):\n{}{}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
+        let dir = cargo_build(&["--example", "soak"])?;
         let path = dir.join("examples").join("soak");
         if path.exists() {
             Ok(path)

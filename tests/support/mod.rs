@@ -1,9 +1,13 @@
 //! Shared by the test drivers that build and run programs (`c_api`,
-//! `examples`, `bindings`): running a program under a watchdog.
+//! `examples`, `bindings`, `reliability_soak`): building the library and
+//! examples next to the test binary, and running a program under a
+//! watchdog.
 #![allow(dead_code)]
 
+use std::ffi::OsString;
 use std::io::Read;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -81,4 +85,72 @@ pub fn run_with_watchdog(mut cmd: Command, timeout: Duration) -> Outcome {
         stderr,
         elapsed,
     }
+}
+
+/// `target[/<triple>]/<profile>` of this test binary, and its cargo profile
+/// name (`dev` and `test` build into `debug`; other profiles into a
+/// directory of their own name).
+pub fn profile_dir() -> Result<(PathBuf, String), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    // <target-dir>[/<triple>]/<profile>/deps/<test-binary>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| format!("unexpected test binary path {}", exe.display()))?
+        .to_path_buf();
+    let name = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| format!("unexpected profile dir {}", dir.display()))?;
+    let profile = match name {
+        "debug" => "dev",
+        other => other,
+    }
+    .to_owned();
+    Ok((dir, profile))
+}
+
+/// Runs `cargo build <what>` with this test binary's profile, target
+/// directory and target triple, so that what it builds (the cdylib, the
+/// examples: `cargo test` refreshes neither there) lands next to the test.
+/// Returns that profile directory.
+pub fn cargo_build(what: &[&str]) -> Result<PathBuf, String> {
+    let (dir, profile) = profile_dir()?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from(env!("CARGO")));
+    let mut cmd = Command::new(cargo);
+    cmd.arg("build")
+        .args(what)
+        .args(["--profile", &profile])
+        .arg("--manifest-path")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"));
+    if std::env::var_os("CARGO_TARGET_DIR").is_none() {
+        if let Some(above) = dir.parent() {
+            // `target/<triple>/<profile>` when built with `--target`.
+            let is_target_dir = above.join("CACHEDIR.TAG").exists();
+            match above.parent() {
+                Some(root) if !is_target_dir && root.join("CACHEDIR.TAG").exists() => {
+                    cmd.arg("--target-dir").arg(root);
+                    if let Some(triple) = above.file_name() {
+                        cmd.arg("--target").arg(triple);
+                    }
+                }
+                _ => {
+                    cmd.arg("--target-dir").arg(above);
+                }
+            }
+        }
+    }
+    let what = format!("cargo build {}", what.join(" "));
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {what}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{what} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(dir)
 }
