@@ -1050,7 +1050,8 @@ pub unsafe extern "C" fn afx_chan_send_async(
 /// Receives a frame into `buf` (`cap` bytes), blocking up to `timeout_ns`
 /// while the ring is empty. Returns its length, `-ETIMEDOUT`, `-EMSGSIZE`
 /// (`cap` too small: the frame stays queued), `-EINVAL` (NULL, or not the
-/// receiver).
+/// receiver), `-EPROTO` (the queued frame's length is corrupt: the shared
+/// ring was written by something other than a sender).
 ///
 /// # Safety
 /// `c` is NULL or a live handle; `buf` points to `cap` writable bytes.
@@ -1105,7 +1106,8 @@ pub unsafe extern "C" fn afx_chan_try_recv(
 
 /// Async receive: the frame's length when one was received now; `-EAGAIN`
 /// when the ring is empty and a wait is armed: poll `afx_chan_eventfd` and
-/// call again.
+/// call again; otherwise as `afx_chan_recv`, plus the backend's errors when
+/// arming the wait (`afx_wait_async`).
 ///
 /// # Safety
 /// As for `afx_chan_recv`.
