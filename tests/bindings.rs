@@ -179,7 +179,7 @@ fn cxx_command(source: &Path, output: &Path, lib_dir: &Path, sanitize: bool) -> 
     let mut cmd = Command::new(cxx_compiler());
     cmd.args(["-std=c++17", "-Wall", "-Wextra", "-Werror", "-g"]);
     if sanitize {
-        cmd.args(["-fsanitize=address,undefined", "-fno-omit-frame-pointer"]);
+        cmd.args(support::SANITIZE_FLAGS);
     } else {
         cmd.arg("-O2");
     }
@@ -196,15 +196,6 @@ fn cxx_command(source: &Path, output: &Path, lib_dir: &Path, sanitize: bool) -> 
         .arg(format!("-Wl,-rpath,{}", lib_dir.display()))
         .arg("-pthread");
     cmd
-}
-
-/// Prepends our sanitizer options to any the user set (theirs win).
-fn sanitizer_env(cmd: &mut Command, var: &str, ours: &str) {
-    let value = match std::env::var(var) {
-        Ok(theirs) if !theirs.is_empty() => format!("{ours}:{theirs}"),
-        _ => ours.to_owned(),
-    };
-    cmd.env(var, value);
 }
 
 /// Judges a C++ program: PASS line(s) and exit 0, or a counted skip (77);
@@ -302,16 +293,7 @@ fn cpp_bindings() {
     for (name, binary) in binaries {
         let mut cmd = Command::new(&binary);
         if name == "test_asio" {
-            sanitizer_env(
-                &mut cmd,
-                "ASAN_OPTIONS",
-                "detect_leaks=1:abort_on_error=0:halt_on_error=1:detect_stack_use_after_return=1",
-            );
-            sanitizer_env(
-                &mut cmd,
-                "UBSAN_OPTIONS",
-                "halt_on_error=1:print_stacktrace=1",
-            );
+            support::sanitizer_options(&mut cmd);
         } else {
             cmd.arg("300"); // rounds
         }

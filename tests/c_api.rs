@@ -146,7 +146,7 @@ fn cc_command(source: &Path, output: &Path, lib_dir: &Path, sanitize: bool) -> C
     let mut cmd = Command::new(c_compiler());
     cmd.args(["-std=c11", "-Wall", "-Wextra", "-Werror"]);
     if sanitize {
-        cmd.args(["-fsanitize=address,undefined", "-fno-omit-frame-pointer"]);
+        cmd.args(support::SANITIZE_FLAGS);
     } else {
         cmd.arg("-O1");
     }
@@ -243,15 +243,6 @@ fn which(program: &str) -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
-/// Prepends our sanitizer options to any the user set (theirs win).
-fn sanitizer_env(cmd: &mut Command, var: &str, ours: &str) {
-    let value = match std::env::var(var) {
-        Ok(theirs) if !theirs.is_empty() => format!("{ours}:{theirs}"),
-        _ => ours.to_owned(),
-    };
-    cmd.env(var, value);
-}
-
 fn requested_backend() -> String {
     std::env::var("AFX_BACKEND").unwrap_or_default()
 }
@@ -315,17 +306,7 @@ fn run_c_test(name: &str) {
         None => panic!("tests/c/{name}.c does not exist"),
     };
     let mut cmd = Command::new(binary);
-    sanitizer_env(
-        &mut cmd,
-        "ASAN_OPTIONS",
-        "detect_leaks=1:abort_on_error=0:halt_on_error=1:detect_stack_use_after_return=1",
-    );
-    sanitizer_env(
-        &mut cmd,
-        "UBSAN_OPTIONS",
-        "halt_on_error=1:print_stacktrace=1",
-    );
-    sanitizer_env(&mut cmd, "LSAN_OPTIONS", "report_objects=1");
+    support::sanitizer_options(&mut cmd);
     let outcome = run_with_watchdog(cmd, TIMEOUT);
     judge(name, &outcome);
 }

@@ -1,7 +1,8 @@
 //! Runs every example, each as its own `#[test]`: the Rust examples
 //! (`examples/*.rs` and the `async_futex_example` binary) and the C examples
 //! (`examples-c/`, built with its own Makefile against the freshly built
-//! `libasyncfutex.so` and `include/asyncfutex.h`).
+//! `libasyncfutex.so` and `include/asyncfutex.h`, with AddressSanitizer,
+//! LeakSanitizer and UBSan).
 //!
 //! Every example checks what it demonstrates and exits non-zero when the
 //! behaviour is wrong; a test passes when its example exits 0, printed its
@@ -137,7 +138,13 @@ fn c_built() -> &'static CBuild {
             .arg(format!(
                 "INCDIR={}",
                 manifest_dir().join("include").display()
-            ));
+            ))
+            // Through the environment, so the Makefile's `+=` flags stay.
+            .env(
+                "CFLAGS",
+                format!("-O1 -g {}", support::SANITIZE_FLAGS.join(" ")),
+            )
+            .env("LDFLAGS", support::SANITIZE_FLAGS.join(" "));
         let log = match cmd.output() {
             Ok(out) => format!(
                 "{}{}",
@@ -250,7 +257,9 @@ fn run_c(name: &str) {
             build.log
         );
     }
-    let outcome = run_with_watchdog(Command::new(&path));
+    let mut cmd = Command::new(&path);
+    support::sanitizer_options(&mut cmd);
+    let outcome = run_with_watchdog(cmd);
     judge(&label, &outcome, "OK");
 }
 

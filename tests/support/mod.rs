@@ -154,3 +154,27 @@ pub fn cargo_build(what: &[&str]) -> Result<PathBuf, String> {
     }
     Ok(dir)
 }
+
+/// Sets `var` to `ours`, followed by whatever the user set (theirs win).
+pub fn sanitizer_env(cmd: &mut Command, var: &str, ours: &str) {
+    let value = match std::env::var(var) {
+        Ok(theirs) if !theirs.is_empty() => format!("{ours}:{theirs}"),
+        _ => ours.to_owned(),
+    };
+    cmd.env(var, value);
+}
+
+/// The compiler flags of a sanitized C or C++ build.
+pub const SANITIZE_FLAGS: &[&str] = &["-fsanitize=address,undefined", "-fno-omit-frame-pointer"];
+
+/// Runtime options for a program built with [`SANITIZE_FLAGS`]: stop at the
+/// first error, leak checking on, stack traces for UBSan.
+pub fn sanitizer_options(cmd: &mut Command) {
+    sanitizer_env(
+        cmd,
+        "ASAN_OPTIONS",
+        "detect_leaks=1:abort_on_error=0:halt_on_error=1:detect_stack_use_after_return=1",
+    );
+    sanitizer_env(cmd, "UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1");
+    sanitizer_env(cmd, "LSAN_OPTIONS", "report_objects=1");
+}
