@@ -16,23 +16,7 @@
 
 #include <fcntl.h>
 
-#include <dirent.h>
-
 enum { KINDS = 8 };
-
-static int count_dir(const char *path)
-{
-    DIR *d = opendir(path);
-    if (!d)
-        FAIL("opendir %s: %s", path, strerror(errno));
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL)
-        if (e->d_name[0] != '.')
-            n++;
-    closedir(d);
-    return n - (strcmp(path, "/proc/self/fd") == 0); /* the DIR's own fd */
-}
 
 int main(void)
 {
@@ -46,8 +30,8 @@ int main(void)
     /* The backend is started (t_start): its own fds and threads exist now. */
     afx_t *waker = afx_new(word, 0);
     CHECK_NOT_NULL(waker);
-    int fds_before = count_dir("/proc/self/fd");
-    int threads_before = count_dir("/proc/self/task");
+    int fds_before = t_open_fds();
+    int threads_before = t_threads();
     int max_threads = threads_before;
     const int cycles = t_scale(10000);
     int64_t t0 = t_now_ns();
@@ -94,15 +78,15 @@ int main(void)
         if (kind == 7 && t_waiters(local, 1) != 0)
             FAIL("cycle %d (kind %d): a private kernel waiter outlived afx_free", i, kind);
         if (i % 500 == 0) {
-            int t = count_dir("/proc/self/task");
+            int t = t_threads();
             if (t > max_threads)
                 max_threads = t;
         }
     }
 
     double secs = (double)(t_now_ns() - t0) / 1e9;
-    int fds_after = count_dir("/proc/self/fd");
-    int threads_after = count_dir("/proc/self/task");
+    int fds_after = t_open_fds();
+    int threads_after = t_threads();
     if (fds_after != fds_before)
         FAIL("%d fds open before %d cycles, %d after", fds_before, cycles, fds_after);
     /* One wait at a time: the backend never needs more than a couple of
