@@ -202,9 +202,16 @@ fn readable(fd: c_int) -> bool {
         events: libc::POLLIN,
         revents: 0,
     };
-    // SAFETY: one valid pollfd.
-    let n = unsafe { libc::poll(&mut p, 1, 0) };
-    check!(n >= 0, "poll on eventfd {fd} failed");
+    // libFuzzer's SIGALRM (its -timeout watchdog) can interrupt even a
+    // zero-timeout poll: retry on EINTR.
+    let n = loop {
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut p, 1, 0) };
+        if n >= 0 || errno() != libc::EINTR {
+            break n;
+        }
+    };
+    check!(n >= 0, "poll on eventfd {fd} failed: errno {}", errno());
     check!(
         p.revents & libc::POLLNVAL == 0,
         "eventfd {fd} of a live handle is not open"
