@@ -458,24 +458,12 @@ fn cancel_vs_wake_race_accounts_for_every_wake() {
     let w = word(&mem, 0);
     let a = EventFdFutex::new(mem.futex(0).unwrap()).unwrap();
     let b = EventFdFutex::new(mem.futex(0).unwrap()).unwrap();
-    let go = Arc::new(PairBarrier::default());
-    let done = Arc::new(PairBarrier::default());
-    let result = Arc::new(AtomicU32::new(0));
-    let waker = {
-        let (f, go, done, result) = (
-            Arc::clone(&f),
-            Arc::clone(&go),
-            Arc::clone(&done),
-            Arc::clone(&result),
-        );
-        std::thread::spawn(move || {
-            for _ in 0..ROUNDS {
-                go.wait();
-                result.store(f.wake(1).unwrap(), Ordering::SeqCst);
-                done.wait();
-            }
-        })
-    };
+    let SteppedWaker {
+        go,
+        done,
+        result,
+        thread: waker,
+    } = stepped_waker(&f, ROUNDS);
     #[derive(Default, Debug)]
     struct Counts {
         wakes: u32,
@@ -573,24 +561,12 @@ fn drop_vs_wake_race_with_futures_accounts_for_every_wake() {
     let mem = shared_page();
     let f = Arc::new(mem.futex(0).unwrap());
     let w = word(&mem, 0);
-    let go = Arc::new(PairBarrier::default());
-    let done = Arc::new(PairBarrier::default());
-    let result = Arc::new(AtomicU32::new(0));
-    let waker_thread = {
-        let (f, go, done, result) = (
-            Arc::clone(&f),
-            Arc::clone(&go),
-            Arc::clone(&done),
-            Arc::clone(&result),
-        );
-        std::thread::spawn(move || {
-            for _ in 0..ROUNDS {
-                go.wait();
-                result.store(f.wake(1).unwrap(), Ordering::SeqCst);
-                done.wait();
-            }
-        })
-    };
+    let SteppedWaker {
+        go,
+        done,
+        result,
+        thread: waker_thread,
+    } = stepped_waker(&f, ROUNDS);
     let (mut wakes, mut a_observed, mut b_completed, mut no_waiter, mut spurious) = (0, 0, 0, 0, 0);
     let started = Instant::now();
     for round in 0..ROUNDS {

@@ -319,24 +319,12 @@ fn per_wait_semantics(mem: &Arc<SharedMemory>) -> ChildResult {
     const ROUNDS: u32 = 2000;
     let a = io("a", EventFdFutex::new(io("futex", mem.futex(0))?))?;
     let b = io("b", EventFdFutex::new(io("futex", mem.futex(0))?))?;
-    let go = Arc::new(PairBarrier::default());
-    let done = Arc::new(PairBarrier::default());
-    let result = Arc::new(AtomicU32::new(0));
-    let waker = {
-        let (f, go, done, result) = (
-            Arc::clone(&f),
-            Arc::clone(&go),
-            Arc::clone(&done),
-            Arc::clone(&result),
-        );
-        std::thread::spawn(move || {
-            for _ in 0..ROUNDS {
-                go.wait();
-                result.store(f.wake(1).unwrap(), Ordering::SeqCst);
-                done.wait();
-            }
-        })
-    };
+    let SteppedWaker {
+        go,
+        done,
+        result,
+        thread: waker,
+    } = stepped_waker(&f, ROUNDS);
     let v = w.load(Ordering::SeqCst);
     let (mut wakes, mut a_observed_n, mut b_completed, mut spurious) = (0, 0, 0, 0);
     let mut cancel_max = Duration::ZERO;

@@ -397,6 +397,43 @@ impl PairBarrier {
     }
 }
 
+/// A thread that, `rounds` times, waits at `go`, calls `wake(1)` on the
+/// futex, stores how many waiters it woke in `result` and waits at `done`:
+/// one wake in lockstep with each round of a race test.
+pub struct SteppedWaker {
+    pub go: Arc<PairBarrier>,
+    pub done: Arc<PairBarrier>,
+    pub result: Arc<AtomicU32>,
+    pub thread: std::thread::JoinHandle<()>,
+}
+
+pub fn stepped_waker(f: &Arc<AsyncFutex>, rounds: u32) -> SteppedWaker {
+    let go = Arc::new(PairBarrier::default());
+    let done = Arc::new(PairBarrier::default());
+    let result = Arc::new(AtomicU32::new(0));
+    let thread = {
+        let (f, go, done, result) = (
+            Arc::clone(f),
+            Arc::clone(&go),
+            Arc::clone(&done),
+            Arc::clone(&result),
+        );
+        std::thread::spawn(move || {
+            for _ in 0..rounds {
+                go.wait();
+                result.store(f.wake(1).unwrap(), Ordering::SeqCst);
+                done.wait();
+            }
+        })
+    };
+    SteppedWaker {
+        go,
+        done,
+        result,
+        thread,
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Runtimes
 
