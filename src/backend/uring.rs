@@ -45,7 +45,7 @@ impl UringBackend {
     pub(super) fn start() -> io::Result<&'static Backend> {
         let (ready_tx, ready_rx) = mpsc::channel();
         let (backend_tx, backend_rx) = mpsc::channel::<&'static UringBackend>();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("afx-io_uring".into())
             .spawn(move || {
                 let Some(ring) = Self::open(ready_tx) else {
@@ -55,9 +55,16 @@ impl UringBackend {
                     this.run(ring);
                 }
             })?;
-        ready_rx
+        let ready = ready_rx
             .recv()
-            .map_err(|_| io::Error::from_raw_os_error(libc::EIO))??;
+            .map_err(|_| io::Error::from_raw_os_error(libc::EIO))
+            .and_then(|r| r);
+        if let Err(e) = ready {
+            // The thread has returned or is about to: join it, so a failed
+            // start leaves no thread behind either.
+            let _ = thread.join();
+            return Err(e);
+        }
         let backend = leak(Backend::IoUring(UringBackend {
             queue: Mutex::new(Vec::new()),
             doorbell: AtomicU32::new(0),
