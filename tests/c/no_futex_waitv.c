@@ -61,6 +61,43 @@ static int ack_ready(afx_t **h, int count, int n)
     return got;
 }
 
+/* Waits (watchdog: 10 s) until no thread of this process but the caller
+ * is running or runnable (state R in /proc/self/task/TID/stat). */
+static void await_others_asleep(void)
+{
+    char self[32];
+    snprintf(self, sizeof self, "%d", (int)gettid());
+    int64_t deadline = t_now_ns() + 10 * (int64_t)1000000000;
+    for (;;) {
+        int running = 0;
+        DIR *d = opendir("/proc/self/task");
+        if (!d)
+            FAIL("opendir /proc/self/task: %s", strerror(errno));
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL) {
+            if (e->d_name[0] == '.' || strcmp(e->d_name, self) == 0)
+                continue;
+            char path[300], buf[256];
+            snprintf(path, sizeof path, "/proc/self/task/%s/stat", e->d_name);
+            FILE *f = fopen(path, "r");
+            if (!f)
+                continue; /* exited meanwhile */
+            size_t n = fread(buf, 1, sizeof buf - 1, f);
+            fclose(f);
+            buf[n] = 0;
+            const char *state = strrchr(buf, ')'); /* after "pid (comm)" */
+            if (state && state[1] == ' ' && state[2] == 'R')
+                running++;
+        }
+        closedir(d);
+        if (running == 0)
+            return;
+        if (t_now_ns() > deadline)
+            FAIL("%d threads still running after 10 s", running);
+        sched_yield();
+    }
+}
+
 /* Async waits, wake counts, cancel, forwarding and cancel-vs-wake races on
  * a shared word, in per-wait mode. */
 static void exercise(const char *how)
@@ -97,9 +134,11 @@ static void exercise(const char *how)
     CHECK_EQ(t_waiters(w, 0), 0);
 
     /* Threads are reused. A helper goes back to the pool a moment after
-     * its completion is delivered, so the last few acknowledged may still
-     * be on their way and arming again may start a few new ones; without
-     * reuse it would start all MANY. */
+     * its completion is delivered: wait until no other thread is running
+     * (each helper asleep, so back in the pool), then arming again starts
+     * none; a helper still asleep on the pool's lock may make one or two,
+     * while without reuse there would be MANY new ones. */
+    await_others_asleep();
     for (int i = 0; i < MANY; i++)
         CHECK_EQ(afx_wait_async(h[i], WORD_VALUE), 0);
     t_await_waiters(w, 0, MANY);
