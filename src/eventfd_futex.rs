@@ -3,6 +3,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::backend;
@@ -34,9 +35,24 @@ enum Armed {
 /// `wake` and blocking waits (through [`futex`](Self::futex)) may be used
 /// from any thread; `arm`/`ack`/`cancel` are meant for one owner at a time
 /// (they are thread-safe, but concurrent use makes no sense).
+///
+/// # After `fork`
+/// In a `fork` child, a handle made before the fork is *detached* from the
+/// parent: its first use in the child (`as_fd`, `arm`, `ack`, `cancel`,
+/// drop) gives it a fresh eventfd under the same fd number (the eventfd
+/// object itself is shared with the parent), and a wait the parent had
+/// armed is reported to the child as completed: `ack` returns `true` once
+/// (a spurious completion: re-check the word). Nothing the child does
+/// reaches the parent's wait, eventfd or wake counts. The handle then works
+/// in the child as any other; poll the fd from an epoll set made in the
+/// child (one inherited from the parent is shared with it).
 pub struct EventFdFutex {
     futex: AsyncFutex,
     fd: OwnedFd,
+    /// The fork generation (`backend::fork_generation`) that `fd` and the
+    /// armed wait belong to; another one means this is a fork child's
+    /// inherited copy, not yet detached.
+    generation: AtomicU32,
     armed: Mutex<Option<Armed>>,
 }
 
@@ -58,6 +74,7 @@ impl EventFdFutex {
         Ok(EventFdFutex {
             futex,
             fd: eventfd::create()?,
+            generation: AtomicU32::new(backend::fork_generation()),
             armed: Mutex::new(None),
         })
     }
@@ -71,6 +88,34 @@ impl EventFdFutex {
         self.armed.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// In a fork child, detaches a handle made before the fork (see the
+    /// type docs): a fresh eventfd under the same number, and an armed
+    /// wait of the parent turned into a completed one here, without
+    /// touching that wait or the parent's eventfd.
+    fn adopt(&self, slot: &mut Option<Armed>) -> io::Result<()> {
+        let current = backend::fork_generation();
+        if self.generation.load(Ordering::Acquire) == current {
+            return Ok(());
+        }
+        eventfd::renew(self.fd.as_fd())?;
+        if slot.is_some() {
+            // Dropping an inherited waiter leaves its state alone.
+            *slot = Some(Armed::Immediate);
+            eventfd::signal(self.fd.as_fd())?;
+        }
+        self.generation.store(current, Ordering::Release);
+        Ok(())
+    }
+
+    /// [`adopt`](Self::adopt) for the fd accessors, which cannot fail: on
+    /// error the fd stays the inherited one and the next `arm`, `ack` or
+    /// `cancel` tries again.
+    fn adopt_for_fd(&self) {
+        if self.generation.load(Ordering::Acquire) != backend::fork_generation() {
+            let _ = self.adopt(&mut self.slot());
+        }
+    }
+
     /// Arms a wait for the word to stop holding `expected` (or a wake). The
     /// eventfd becomes readable when it completes — at once if the word
     /// already differs.
@@ -80,10 +125,11 @@ impl EventFdFutex {
     /// why the backend cannot run.
     pub fn arm(&self, expected: u32) -> io::Result<()> {
         let mut slot = self.slot();
+        self.adopt(&mut slot)?;
         if slot.is_some() {
             return Err(io::Error::from_raw_os_error(libc::EBUSY));
         }
-        if self.futex.word().load(std::sync::atomic::Ordering::SeqCst) != expected {
+        if self.futex.word().load(Ordering::SeqCst) != expected {
             eventfd::signal(self.fd.as_fd())?;
             *slot = Some(Armed::Immediate);
             return Ok(());
@@ -101,8 +147,11 @@ impl EventFdFutex {
     ///
     /// # Errors
     /// The kernel refused the armed wait (e.g. `EFAULT`); it is disarmed.
+    /// In a fork child, `EMFILE`/`ENFILE` if the handle's fresh eventfd
+    /// cannot be made (see the type docs).
     pub fn ack(&self) -> io::Result<bool> {
         let mut slot = self.slot();
+        self.adopt(&mut slot)?;
         match &*slot {
             None => Ok(false),
             Some(Armed::Immediate) => {
@@ -125,7 +174,16 @@ impl EventFdFutex {
     /// is passed on with `wake(1)`. Returns once the kernel wait is gone.
     /// Cancelling with nothing armed does nothing.
     pub fn cancel(&self) {
-        let armed = self.slot().take();
+        let armed = {
+            let mut slot = self.slot();
+            if self.adopt(&mut slot).is_err() {
+                // A fork child out of descriptors: forget the parent's
+                // wait without touching it or its eventfd.
+                slot.take();
+                return;
+            }
+            slot.take()
+        };
         match armed {
             None => {}
             Some(Armed::Immediate) => {
@@ -149,12 +207,14 @@ impl Drop for EventFdFutex {
 
 impl AsFd for EventFdFutex {
     fn as_fd(&self) -> BorrowedFd<'_> {
+        self.adopt_for_fd();
         self.fd.as_fd()
     }
 }
 
 impl AsRawFd for EventFdFutex {
     fn as_raw_fd(&self) -> RawFd {
+        self.adopt_for_fd();
         self.fd.as_raw_fd()
     }
 }

@@ -285,6 +285,13 @@ impl Future for WaitFuture<'_> {
                 Pin::new(this).poll(cx)
             }
             FutureState::Armed(waiter) => {
+                if waiter.is_inherited() {
+                    // Armed before a fork, polled in the child: nothing
+                    // here will complete that wait. Complete spuriously
+                    // (re-check the word) without touching it.
+                    this.state = FutureState::Done;
+                    return Poll::Ready(Ok(()));
+                }
                 if !waiter.register(cx.waker()) {
                     return Poll::Pending;
                 }

@@ -72,6 +72,7 @@ compile_error!("asyncfutex supports Linux only: it is built on futex(2), eventfd
 mod backend;
 mod eventfd_futex;
 pub mod ffi;
+mod fork_safe;
 mod futex;
 mod shm;
 pub mod sync;

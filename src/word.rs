@@ -2,10 +2,11 @@
 #![allow(unsafe_code)]
 
 use std::any::Any;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use crate::backend::fork_generation;
+use crate::fork_safe::ForkSafeMutex;
 use crate::sys::futex;
 
 /// Set in [`Word::outstanding`] once the owning handle is being dropped and
@@ -28,8 +29,9 @@ pub(crate) struct Word {
     /// The fork generation `outstanding` belongs to: after a `fork`, the
     /// child's copy counts the parent's waits, which the child must ignore.
     generation: AtomicU32,
-    /// Serialises the reset of an inherited count (first arm after a fork).
-    resetting: AtomicBool,
+    /// Serialises the reset of an inherited count (first arm after a fork);
+    /// a reset interrupted by a further fork is taken over in that child.
+    resetting: ForkSafeMutex<()>,
     /// Keeps the mapping alive for safe constructors.
     _keepalive: Option<Arc<dyn Any + Send + Sync>>,
 }
@@ -55,7 +57,7 @@ impl Word {
             private,
             outstanding: AtomicU32::new(0),
             generation: AtomicU32::new(fork_generation()),
-            resetting: AtomicBool::new(false),
+            resetting: ForkSafeMutex::new(()),
             _keepalive: keepalive,
         }
     }
@@ -96,18 +98,11 @@ impl Word {
     /// generation so other threads count from zero too.
     #[cold]
     fn adopt_after_fork(&self, current: u32) {
-        while self
-            .resetting
-            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            std::thread::yield_now();
-        }
+        let _resetting = self.resetting.lock();
         if self.generation.load(Ordering::Acquire) != current {
             self.outstanding.store(0, Ordering::Release);
             self.generation.store(current, Ordering::Release);
         }
-        self.resetting.store(false, Ordering::Release);
     }
 
     /// Counts a kernel wait that is gone; the last touch of the word by it.

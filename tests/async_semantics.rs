@@ -1171,3 +1171,44 @@ fn new_rejects_null_misaligned_and_unmapped() {
     let f = unsafe { AsyncFutex::new(mem.word(3).unwrap()) }.unwrap();
     assert_eq!(f.wake(1).unwrap(), 0);
 }
+
+/// A task waker that panics when the library wakes it (an executor's bug)
+/// must not take the backend thread down with it: the wait still counts as
+/// completed, and every later wait of the process still completes.
+#[test]
+fn panicking_waker_does_not_stop_the_backend() {
+    let test = "panicking_waker_does_not_stop_the_backend";
+    let _serial = serial();
+    let Some(_kind) = start(test) else { return };
+    static PANICKED: AtomicU32 = AtomicU32::new(0);
+    struct Panicky;
+    impl std::task::Wake for Panicky {
+        fn wake(self: Arc<Self>) {
+            PANICKED.fetch_add(1, Ordering::SeqCst);
+            panic!("this waker panics on purpose (test {})", "panicking_waker");
+        }
+    }
+    let word: &'static AtomicU32 = Box::leak(Box::new(AtomicU32::new(0)));
+    // Leaked: with a dead backend thread, dropping the handle would wait
+    // for ever for its waits to leave the kernel, and hide the failure.
+    let f: &'static AsyncFutex = Box::leak(Box::new(
+        AsyncFutex::from_static(word, Scope::Shared).unwrap(),
+    ));
+    for round in 0..3 {
+        let mut fut = Box::pin(f.wait_async(0));
+        let panicky = std::task::Waker::from(Arc::new(Panicky));
+        assert!(poll_once(&mut fut, &panicky).is_pending());
+        wait_for_waiters(word, 1, "wait with a panicking waker queued");
+        assert_eq!(f.wake(1).unwrap(), 1, "round {round}");
+        // Poll again only once the backend has called (and lost) the
+        // panicking waker: a poll before would replace it.
+        wait_until("the backend calls the panicking waker", || {
+            PANICKED.load(Ordering::SeqCst) > round
+        });
+        let (_count, waker) = counting_waker();
+        wait_until("the woken wait completes", || {
+            poll_once(&mut fut, &waker).is_ready()
+        });
+    }
+    eprintln!("[{test}] three wakers panicked in the backend; every later wait still completed");
+}

@@ -393,6 +393,7 @@ c_tests!(
     double_arm,
     epoll_loop,
     fd_leak,
+    fork_inherited,
     io_uring_denied,
     no_futex_waitv,
     peer_killed,

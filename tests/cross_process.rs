@@ -861,3 +861,131 @@ fn library_threads() -> (usize, usize) {
     }
     (uring, waitv)
 }
+
+/// Spins a varying while after a wake, so the fork that follows lands
+/// before, during or after the backend's delivery.
+fn land_fork(iteration: u32) {
+    let spins = iteration.wrapping_mul(7919) % 40_000;
+    for i in 0..spins {
+        std::hint::black_box(i);
+    }
+}
+
+/// A future armed in the parent, woken, and dropped in a fork child at
+/// every point of its delivery: the drop returns promptly (it used to spin
+/// for ever on a delivery frozen half-way by the fork) and passes no wake
+/// on (a raw sentinel waiter queued behind the parent's wait stays queued).
+/// The parent's own future completes as usual.
+#[test]
+fn inherited_future_dropped_in_child_mid_delivery() {
+    let test = "inherited_future_dropped_in_child_mid_delivery";
+    let _serial = serial();
+    let Some(_kind) = start(test) else { return };
+    const ROUNDS: u32 = 150;
+    const W: usize = 0;
+    let mem = shared_page();
+    let f = Arc::new(mem.futex(W).unwrap());
+    for round in 0..ROUNDS {
+        let w = word(&mem, W);
+        w.store(0, Ordering::SeqCst);
+        let mut pending: Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> = {
+            let f = Arc::clone(&f);
+            Box::pin(async move { f.wait_async(0).await })
+        };
+        let (count, waker) = counting_waker();
+        assert!(poll_once(&mut pending, &waker).is_pending());
+        wait_for_waiters(w, 1, "parent's wait queued");
+        w.store(1, Ordering::SeqCst);
+        let sentinel = {
+            let mem = Arc::clone(&mem);
+            std::thread::spawn(move || raw_wait(word(&mem, W), 1, None))
+        };
+        wait_for_waiters(w, 2, "sentinel queued behind the parent's wait");
+        // FIFO among equal priorities: this wakes the parent's wait.
+        assert_eq!(f.wake(1).unwrap(), 1);
+        land_fork(round);
+        let pending = std::sync::Mutex::new(Some(pending));
+        let child = fork_child(test, || {
+            drop(pending.lock().unwrap().take());
+            Ok(())
+        });
+        child.expect_ok();
+        let mut pending = pending.into_inner().unwrap().unwrap();
+        wait_until("parent's future woken", || count.count() > 0);
+        assert!(poll_once(&mut pending, &waker).is_ready());
+        assert_eq!(
+            kernel_waiters(w),
+            1,
+            "round {round}: the child passed a wake on (the sentinel was woken)"
+        );
+        w.store(2, Ordering::SeqCst);
+        raw_wake(w, i32::MAX);
+        assert_eq!(sentinel.join().unwrap(), Ok(()));
+    }
+    eprintln!("[{test}] {ROUNDS} forks mid-delivery: inherited futures dropped promptly, nothing forwarded");
+}
+
+/// With the parent's backend threads busy (a thread arming and completing
+/// waits all along) and a parent wait pending, fork children make a new
+/// handle on another word, arm it and get woken: the fork never leaves a
+/// lock of the library held in the child.
+#[test]
+fn child_waits_while_parent_backend_is_busy() {
+    let test = "child_waits_while_parent_backend_is_busy";
+    let _serial = serial();
+    let Some(kind) = start(test) else { return };
+    const ROUNDS: u32 = 100;
+    const W: usize = 0;
+    const OTHER: usize = 1;
+    const BUSY: usize = 2;
+    const STOP: usize = 3;
+    const ARMED: usize = 4;
+    let mem = shared_page();
+    let busy = {
+        let mem = Arc::clone(&mem);
+        std::thread::spawn(move || {
+            let b = EventFdFutex::new(mem.futex(BUSY).unwrap()).unwrap();
+            let w = word(&mem, BUSY);
+            while word(&mem, STOP).load(Ordering::SeqCst) == 0 {
+                let v = w.load(Ordering::SeqCst);
+                b.arm(v).unwrap();
+                w.store(v + 1, Ordering::SeqCst);
+                let _ = b.futex().wake(1).unwrap();
+                assert!(fd_readable(b.as_fd(), 10_000), "busy thread's wait lost");
+                assert!(b.ack().unwrap());
+            }
+        })
+    };
+    let f = EventFdFutex::new(mem.futex(W).unwrap()).unwrap();
+    f.arm(0).unwrap();
+    for round in 0..ROUNDS {
+        word(&mem, OTHER).store(0, Ordering::SeqCst);
+        word(&mem, ARMED).store(0, Ordering::SeqCst);
+        land_fork(round);
+        let child = fork_child(test, || {
+            child_backend_is(kind)?;
+            let g = io("new handle", mem.futex(OTHER).and_then(EventFdFutex::new))?;
+            io("arm", g.arm(0))?;
+            store_wake(word(&mem, ARMED), 1);
+            ensure!(fd_readable(g.as_fd(), 10_000), "child's wait not completed");
+            ensure!(io("ack", g.ack())?, "ack after completion");
+            Ok(())
+        });
+        wait_value(word(&mem, ARMED), "child armed", |v| v == 1);
+        wait_for_waiters(word(&mem, OTHER), 1, "child's new wait queued");
+        word(&mem, OTHER).store(1, Ordering::SeqCst);
+        assert_eq!(raw_wake(word(&mem, OTHER), 1), 1, "round {round}");
+        child.expect_ok();
+    }
+    store_wake(word(&mem, STOP), 1);
+    busy.join().unwrap();
+    // The parent's own wait is still there (or, on the thread backend, was
+    // completed spuriously by the busy thread's wakes on the same helper).
+    word(&mem, W).store(1, Ordering::SeqCst);
+    let _ = f.futex().wake(u32::MAX).unwrap();
+    assert!(fd_readable(f.as_fd(), 10_000), "parent's wait lost");
+    assert!(f.ack().unwrap());
+    eprintln!(
+        "[{test}] {ROUNDS} children armed and were woken while the parent's backend was busy"
+    );
+}

@@ -21,6 +21,7 @@ use std::io;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU8, Ordering};
 use std::sync::Arc;
 
+use crate::fork_safe::ForkSafeMutex;
 use crate::sys;
 use crate::waiter::{Outcome, Waiter};
 
@@ -139,7 +140,10 @@ static STARTING: AtomicBool = AtomicBool::new(false);
 static START_ERRNO: AtomicI32 = AtomicI32::new(0);
 /// What `select_backend` asked for: 0 unset, 1 auto, 2 io_uring, 3 thread.
 static REQUESTED: AtomicU8 = AtomicU8::new(0);
-static ATFORK: std::sync::Once = std::sync::Once::new();
+/// Whether the `fork` child handler is registered. Not a `std::sync::Once`:
+/// a fork while another thread registers would leave a child's `Once`
+/// running for ever.
+static ATFORK: ForkSafeMutex<bool> = ForkSafeMutex::new(false);
 /// Bumped in every `fork` child: per-process counts inherited from the
 /// parent are stale when their generation differs.
 static FORK_GENERATION: AtomicU32 = AtomicU32::new(0);
@@ -239,9 +243,12 @@ pub(crate) fn current() -> io::Result<&'static Backend> {
 
 #[cold]
 fn start_slow() -> io::Result<&'static Backend> {
-    ATFORK.call_once(|| {
-        let _ = sys::fork::on_fork_child(forget_after_fork);
-    });
+    {
+        let mut registered = ATFORK.lock();
+        if !*registered {
+            *registered = sys::fork::on_fork_child(forget_after_fork).is_ok();
+        }
+    }
     while STARTING
         .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
         .is_err()

@@ -5,9 +5,9 @@
 //! One thread, started on demand and gone after a tick with nobody
 //! registered; a `fork` child starts its own.
 
-use std::sync::Mutex;
 use std::task::Waker;
 
+use crate::fork_safe::{ForkSafeGuard, ForkSafeMutex};
 use crate::sys::process;
 
 struct Ticker {
@@ -17,14 +17,15 @@ struct Ticker {
     wakers: Vec<Waker>,
 }
 
-static TICKER: Mutex<Ticker> = Mutex::new(Ticker {
+/// Fork-safe: the ticker thread may hold it when the process forks.
+static TICKER: ForkSafeMutex<Ticker> = ForkSafeMutex::new(Ticker {
     pid: 0,
     running: false,
     wakers: Vec::new(),
 });
 
-fn lock() -> std::sync::MutexGuard<'static, Ticker> {
-    TICKER.lock().unwrap_or_else(|e| e.into_inner())
+fn lock() -> ForkSafeGuard<'static, Ticker> {
+    TICKER.lock()
 }
 
 /// Wakes `waker` once, one tick from now (at most two ticks).

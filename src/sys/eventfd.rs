@@ -13,6 +13,17 @@ pub(crate) fn create() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// Puts a fresh eventfd (zero counter, `EFD_NONBLOCK | EFD_CLOEXEC`) in
+/// place of `fd`, under the same number. The old file stays open wherever
+/// else it is open: in the parent, when called in a `fork` child.
+pub(crate) fn renew(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let fresh = create()?;
+    // SAFETY: plain integer arguments; `fd` stays owned by its owner and
+    // now refers to the fresh file, whose temporary number `fresh` closes.
+    cvt(unsafe { libc::dup3(fresh.as_raw_fd(), fd.as_raw_fd(), libc::O_CLOEXEC) }.into())?;
+    Ok(())
+}
+
 /// Adds one to the counter, making the fd readable. Never blocks.
 pub(crate) fn signal(fd: BorrowedFd<'_>) -> io::Result<()> {
     let one: u64 = 1;

@@ -32,6 +32,7 @@ mod loom_tests;
 
 use std::io;
 use std::os::fd::{BorrowedFd, RawFd};
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::task::Waker;
@@ -96,6 +97,15 @@ impl Waiter {
         self.expected
     }
 
+    /// Whether this wait belongs to a parent process: armed before a
+    /// `fork`, by a backend whose threads stayed in the parent. A fork
+    /// child must leave it alone: its state may be frozen half-way through
+    /// a delivery that only the parent will finish, its eventfd is the
+    /// parent's too, and a wake it consumed is the parent's to pass on.
+    pub(crate) fn is_inherited(&self) -> bool {
+        !backend::is_live(self.backend)
+    }
+
     /// Whether the consumer has given up on this wait.
     pub(crate) fn cancel_requested(&self) -> bool {
         self.state.cancel_requested()
@@ -147,13 +157,22 @@ impl Waiter {
     /// A wake the wait consumed is forwarded with `wake(1)`; an eventfd sink
     /// is left drained. With `sync`, returns only once the kernel wait is
     /// gone (so a following `wake` cannot count it).
+    /// An inherited wait (see [`is_inherited`](Self::is_inherited)) is
+    /// left untouched.
     pub(crate) fn cancel(self: &Arc<Self>, sync: bool) {
+        if self.is_inherited() {
+            return;
+        }
         self.state.cancel(self, sync);
     }
 
     /// Consumer side, eventfd sink: if done, waits until the eventfd write
     /// has happened and drains it, so no stale readiness is left behind.
+    /// An inherited wait is left untouched.
     pub(crate) fn settle_eventfd(self: &Arc<Self>) {
+        if self.is_inherited() {
+            return;
+        }
         self.state.settle(self);
     }
 }
@@ -182,7 +201,10 @@ impl Effects for Arc<Waiter> {
             Sink::Task(slot) => {
                 let waker = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
                 if let Some(waker) = waker {
-                    waker.wake();
+                    // A panicking waker is its executor's bug; it must not
+                    // take down the backend thread, and with it every
+                    // later wait of the process.
+                    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| waker.wake()));
                 }
             }
             Sink::EventFd(fd) => {
