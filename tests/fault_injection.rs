@@ -1,7 +1,8 @@
-//! The io_uring backend's error paths, driven by fault injection
-//! (`asyncfutex::__fault`, compiled into debug builds only; see
-//! `src/fault.rs`): each case makes one internal step of the ring thread
-//! fail and checks that nothing hangs or spins.
+//! Error paths driven by fault injection (`asyncfutex::__fault`, compiled
+//! into debug builds only; see `src/fault.rs`).
+//!
+//! The io_uring backend: each case makes one internal step of the ring
+//! thread fail and checks that nothing hangs or spins.
 //!
 //! - a cancel whose SQE cannot be queued is retried until it is: a
 //!   synchronous cancel (`EventFdFutex::cancel`, `afx_cancel`) and a drop
@@ -11,6 +12,10 @@
 //! - a persistently failing `io_uring_enter` is retried with a bounded
 //!   backoff (no 100 % CPU spin), new arms fail at once with its errno,
 //!   and the backend recovers once it works again.
+//!
+//! The C ABI: a panic caught in a constructor (`afx_new`, `afx_*_open`)
+//! returns NULL with `errno` `ENOTRECOVERABLE`, as the `int` functions
+//! return `-ENOTRECOVERABLE`.
 //!
 //! Each case runs in a fork child (fault switches are process-wide; the
 //! child starts its own ring) under the child watchdog. The io_uring
@@ -52,6 +57,16 @@ fn usable(test: &str) -> Option<()> {
             None
         }
     }
+}
+
+/// Runs `body` in a fork child (fault switches are process-wide).
+fn in_plain_child(test: &str, body: impl FnOnce() -> ChildResult + Send) {
+    let _serial = serial();
+    if !fault::ENABLED {
+        eprintln!("SKIP: [{test}] fault injection is compiled into debug builds only");
+        return;
+    }
+    fork_child(test, body).expect_ok();
 }
 
 /// Runs `body` in a fork child with a fresh io_uring backend.
@@ -265,5 +280,98 @@ fn failing_enter_backs_off_and_fails_new_arms() {
         io("arm c again", c.arm(0))?;
         try_wait_for_waiters(w, 1, "c armed after recovery")?;
         wake_all(w, &[&c])
+    });
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// A panic inside each C constructor's boundary gives NULL and `errno`
+/// `ENOTRECOVERABLE`. Before the fix they returned NULL with `errno`
+/// untouched (0 here).
+#[test]
+fn constructor_panic_sets_errno() {
+    use asyncfutex::ffi::*;
+
+    in_plain_child("constructor_panic_sets_errno", || {
+        let mem = shared_page();
+        let base = mem.as_ptr();
+        let word = std::cell::UnsafeCell::new(0u32);
+        type Ctor<'a> = (&'static str, Box<dyn Fn() -> bool + 'a>);
+        // Each returns whether the result was NULL (a non-NULL handle is
+        // closed again).
+        let ctors: Vec<Ctor> = vec![
+            (
+                "afx_new",
+                Box::new(|| {
+                    // SAFETY: a live local word.
+                    let h = unsafe { afx_new(word.get(), AFX_PRIVATE) };
+                    // SAFETY: our handle.
+                    unsafe { afx_free(h) };
+                    h.is_null()
+                }),
+            ),
+            (
+                "afx_mutex_open",
+                Box::new(|| {
+                    let s = base.cast::<afx_mutex_state>();
+                    // SAFETY: the shared page is mapped and 4096-aligned.
+                    let h = unsafe { afx_mutex_open(s) };
+                    // SAFETY: our handle (or NULL).
+                    unsafe { afx_mutex_close(h) };
+                    h.is_null()
+                }),
+            ),
+            (
+                "afx_sem_open",
+                Box::new(|| {
+                    // SAFETY: as above.
+                    let h = unsafe { afx_sem_open(base.cast::<afx_sem_state>()) };
+                    // SAFETY: our handle (or NULL).
+                    unsafe { afx_sem_close(h) };
+                    h.is_null()
+                }),
+            ),
+            (
+                "afx_event_open",
+                Box::new(|| {
+                    // SAFETY: as above.
+                    let h = unsafe { afx_event_open(base.cast::<afx_event_state>()) };
+                    // SAFETY: our handle (or NULL).
+                    unsafe { afx_event_close(h) };
+                    h.is_null()
+                }),
+            ),
+            (
+                "afx_chan_open",
+                Box::new(|| {
+                    // SAFETY: as above.
+                    let h =
+                        unsafe { afx_chan_open(base.cast::<afx_chan_header>(), AFX_CHAN_SENDER) };
+                    // SAFETY: our handle (or NULL).
+                    unsafe { afx_chan_close(h) };
+                    h.is_null()
+                }),
+            ),
+        ];
+        for (name, ctor) in &ctors {
+            fault::inject(Site::FfiConstructorPanic, 0, 1, 0);
+            // SAFETY: this thread's errno slot.
+            unsafe { *libc::__errno_location() = 0 };
+            let null = ctor();
+            let e = errno();
+            ensure!(
+                fault::failures(Site::FfiConstructorPanic) == 1,
+                "{name}: the injected panic did not fire"
+            );
+            ensure!(null, "{name}: a handle despite the panic");
+            ensure!(
+                e == libc::ENOTRECOVERABLE,
+                "{name}: NULL after a panic with errno {e}, want ENOTRECOVERABLE"
+            );
+        }
+        fault::clear(Site::FfiConstructorPanic);
+        Ok(())
     });
 }
