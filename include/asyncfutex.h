@@ -178,7 +178,8 @@ afx_t *afx_new(uint32_t *addr, uint32_t flags);
 // An armed wait is cancelled first; a wake it had consumed but that was
 // not acknowledged is passed on with a `wake(1)`. Returns once no kernel
 // wait of the handle remains: after that the library never touches the
-// word again, and its eventfd is closed.
+// word again, and its eventfd is closed. (The cancel is retried as for
+// `afx_cancel`.)
 //
 // # Safety
 // `f` is NULL or a live handle; it must not be used afterwards.
@@ -278,7 +279,10 @@ int afx_ack(afx_t *f);
 
 // Disarms the armed wait, if any. A wake it had consumed but that was not
 // acknowledged is passed on with a `wake(1)`, so no wake is lost. Returns
-// once the kernel wait is gone and the eventfd is drained.
+// once the kernel wait is gone and the eventfd is drained. (io_uring
+// backend: a cancel that cannot be queued at once is retried until it
+// is; only while `io_uring_enter` itself keeps failing — the kernel still
+// holds the wait — does this wait for it to work again.)
 //
 // Returns 0 (also when nothing was armed), or `-EINVAL` (NULL handle).
 //
