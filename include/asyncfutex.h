@@ -14,6 +14,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+// `count` for [`inject`]: fail every hit until [`clear`].
+#define FOREVER UINT32_MAX
+
 // Flag for `afx_new`: the word is process-local (private futex key).
 #define AFX_PRIVATE 1
 
@@ -156,9 +159,11 @@ extern "C" {
 // first use.
 //
 // Returns the handle, or NULL with `errno` set: `EINVAL` (NULL or
-// misaligned `addr`, unknown flags), `EFAULT` (`addr` not readable),
-// `EMFILE`/`ENFILE`, or why the requested backend cannot run (`ENOSYS`,
-// `EPERM`, `EOPNOTSUPP`).
+// misaligned `addr`, unknown flags, bad `AFX_BACKEND`), `EFAULT` (`addr`
+// not readable), `EMFILE`/`ENFILE`, `ENOMEM` (no memory, or the backend's
+// thread could not be started: `RLIMIT_NPROC`, `kernel.threads-max`), why
+// the requested backend cannot run (`ENOSYS`, `EPERM`, `EOPNOTSUPP`), or
+// `ENOTRECOVERABLE` (an internal error: a caught panic).
 //
 // Memory: free with `afx_free`. The word must stay mapped until then.
 // Thread safety: may be called from any thread.
@@ -173,7 +178,8 @@ afx_t *afx_new(uint32_t *addr, uint32_t flags);
 // An armed wait is cancelled first; a wake it had consumed but that was
 // not acknowledged is passed on with a `wake(1)`. Returns once no kernel
 // wait of the handle remains: after that the library never touches the
-// word again, and its eventfd is closed.
+// word again, and its eventfd is closed. (The cancel is retried as for
+// `afx_cancel`.)
 //
 // # Safety
 // `f` is NULL or a live handle; it must not be used afterwards.
@@ -221,8 +227,24 @@ int afx_eventfd(const afx_t *f);
 // `expected`, so a store + wake between your read and this call is never
 // lost.
 //
-// Returns 0 when armed; `-EBUSY` if a wait is already armed and not yet
-// acknowledged (`afx_ack`) or cancelled; `-EINVAL` (NULL handle).
+// Returns 0 when armed, or:
+// - `-EBUSY`: a wait is already armed and not yet acknowledged
+//   (`afx_ack`) or cancelled;
+// - `-EINVAL`: NULL handle; or, when this call starts the backend (the
+//   first arm in a `fork` child), a bad `AFX_BACKEND` or
+//   `AFX_THREAD_SIGNAL`;
+// - when this call starts the backend: why the requested one cannot run
+//   (`-ENOSYS`, `-EPERM`, `-EOPNOTSUPP`), `-EMFILE`/`-ENFILE` (no fd for
+//   the ring), `-ENOMEM` (no memory, or its thread could not be started:
+//   `RLIMIT_NPROC`, `kernel.threads-max`), `-EIO` (its thread ended
+//   before reporting); all but the first kind are transient, a later
+//   call may succeed;
+// - `-ENOTRECOVERABLE`: an internal error (a caught panic).
+//
+// A wait the kernel refuses (bad word, no helper thread, a failing ring)
+// is not reported here: it completes at once and `afx_ack` returns why.
+// The function never returns `-EAGAIN`: a word that does not hold
+// `expected` arms an immediate completion.
 //
 // Thread safety: the async trio (`afx_wait_async`, `afx_ack`,
 // `afx_cancel`) of one handle belongs to one owner at a time.
@@ -235,9 +257,21 @@ int afx_wait_async(afx_t *f, uint32_t expected);
 //
 // Returns 1 if it completed: it is disarmed and the eventfd drained;
 // re-check the word (a completion can be spurious) and arm again if
-// needed. Returns 0 if it is still pending or nothing is armed;
-// `-EINVAL` (NULL handle); the kernel's `-errno` if it refused the wait
-// (the wait is then disarmed).
+// needed. Returns 0 if it is still pending or nothing is armed.
+//
+// Errors (the failed wait is disarmed; arm again when it makes sense):
+// - `-EINVAL`: NULL handle; or the kernel rejected the futex operation;
+// - `-EFAULT`: the word was not mapped or not readable when the kernel
+//   looked (e.g. unmapped, or its shared memory object truncated);
+// - `-ENOMEM`: the wait could not get what it needs: no memory, or (thread
+//   backend) the helper thread it needed could not be started
+//   (`RLIMIT_NPROC`, `kernel.threads-max`). Transient. Never `-EAGAIN`,
+//   which would read as "the word changed";
+// - io_uring backend: the errno of `io_uring_enter` while it keeps
+//   failing (e.g. `-EIO`), or of queueing the wait; transient;
+// - `-ENOTRECOVERABLE`: an internal error (a caught panic);
+// - `-EBADF` and other `read(2)` errors of the handle's eventfd: only if
+//   the caller read or closed the eventfd, which it must not.
 //
 // # Safety
 // `f` is NULL or a live handle.
@@ -245,7 +279,10 @@ int afx_ack(afx_t *f);
 
 // Disarms the armed wait, if any. A wake it had consumed but that was not
 // acknowledged is passed on with a `wake(1)`, so no wake is lost. Returns
-// once the kernel wait is gone and the eventfd is drained.
+// once the kernel wait is gone and the eventfd is drained. (io_uring
+// backend: a cancel that cannot be queued at once is retried until it
+// is; only while `io_uring_enter` itself keeps failing — the kernel still
+// holds the wait — does this wait for it to work again.)
 //
 // Returns 0 (also when nothing was armed), or `-EINVAL` (NULL handle).
 //
@@ -285,8 +322,11 @@ const char *afx_strerror(int err);
 // `s` is NULL or points to a writable `afx_mutex_state`.
 int afx_mutex_init(afx_mutex_state *s);
 
-// Opens a handle on an initialised mutex state. NULL + errno: `EINVAL`,
-// `EPROTO` (not initialised / other version), backend errors.
+// Opens a handle on an initialised mutex state. NULL + errno: `EINVAL`
+// (NULL or misaligned `s`), `EFAULT` (`s` not mapped or not readable),
+// `EPROTO` (not initialised / other version), `EMFILE`/`ENFILE`, why the
+// backend cannot start (as for `afx_new`), `ENOTRECOVERABLE` (internal
+// error).
 //
 // # Safety
 // `s` is NULL or an `afx_mutex_state` that stays mapped until
@@ -360,8 +400,10 @@ int afx_mutex_cancel(afx_mutex_t *m);
 // `s` is NULL or points to a writable `afx_sem_state`.
 int afx_sem_init(afx_sem_state *s, uint32_t permits);
 
-// Opens a handle on an initialised semaphore state (NULL + errno:
-// `EINVAL`, `EPROTO`, backend errors).
+// Opens a handle on an initialised semaphore state. NULL + errno:
+// `EINVAL` (NULL or misaligned `s`), `EFAULT` (`s` not mapped or not
+// readable), `EPROTO`, `EMFILE`/`ENFILE`, why the backend cannot start
+// (as for `afx_new`), `ENOTRECOVERABLE` (internal error).
 //
 // # Safety
 // `s` is NULL or an `afx_sem_state` that stays mapped until
@@ -426,8 +468,10 @@ int afx_sem_cancel(afx_sem_t *s);
 // `s` is NULL or points to a writable `afx_event_state`.
 int afx_event_init(afx_event_state *s);
 
-// Opens a handle on an initialised event state (NULL + errno: `EINVAL`,
-// `EPROTO`, backend errors).
+// Opens a handle on an initialised event state. NULL + errno: `EINVAL`
+// (NULL or misaligned `s`), `EFAULT` (`s` not mapped or not readable),
+// `EPROTO`, `EMFILE`/`ENFILE`, why the backend cannot start (as for
+// `afx_new`), `ENOTRECOVERABLE` (internal error).
 //
 // # Safety
 // `s` is NULL or an `afx_event_state` that stays mapped until
@@ -494,7 +538,10 @@ int afx_chan_init(afx_chan_header *h, uint32_t frame_size, uint32_t capacity);
 
 // Opens one end (`AFX_CHAN_SENDER` or `AFX_CHAN_RECEIVER`) of an
 // initialised channel. One sender and one receiver at a time. NULL +
-// errno: `EINVAL`, `EPROTO`, backend errors.
+// errno: `EINVAL` (NULL or misaligned `h`, unknown role), `EFAULT` (the
+// header not mapped or not readable; the frames after it are not
+// checked), `EPROTO`, `EMFILE`/`ENFILE`, why the backend cannot start (as
+// for `afx_new`), `ENOTRECOVERABLE` (internal error).
 //
 // # Safety
 // `h` is NULL or an initialised channel that stays mapped (all of it)

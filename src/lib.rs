@@ -71,6 +71,7 @@ compile_error!("asyncfutex supports Linux only: it is built on futex(2), eventfd
 
 mod backend;
 mod eventfd_futex;
+mod fault;
 pub mod ffi;
 mod fork_safe;
 mod futex;
@@ -84,6 +85,13 @@ pub use backend::{backend, select_backend, BackendKind};
 pub use eventfd_futex::EventFdFutex;
 pub use futex::{AsyncFutex, Scope, WaitFuture, WaitStatus};
 pub use shm::SharedMemory;
+
+/// Fault injection switches for this crate's own tests (see `src/fault.rs`);
+/// not API, inert in release builds.
+#[doc(hidden)]
+pub mod __fault {
+    pub use crate::fault::{clear, failures, inject, Site, ENABLED, FOREVER};
+}
 
 #[cfg(test)]
 mod tests {

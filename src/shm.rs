@@ -59,12 +59,18 @@ impl SharedMemory {
     /// without `CLOEXEC`, or `SCM_RIGHTS`); the other side uses
     /// [`from_fd`](Self::from_fd).
     ///
+    /// The memfd is sealed against shrinking (`F_SEAL_SHRINK`): no process
+    /// holding its fd can `ftruncate` it below `len` (`EPERM`), so a
+    /// mapping never loses the pages its futex words live in. It may still
+    /// grow.
+    ///
     /// # Errors
-    /// `EINVAL` for a name with NUL or `len == 0`; `memfd_create`/`mmap`
-    /// errors.
+    /// `EINVAL` for a name with NUL or `len == 0`; `memfd_create`,
+    /// `ftruncate`, `fcntl(F_ADD_SEALS)` and `mmap` errors.
     pub fn memfd(name: &str, len: usize) -> io::Result<SharedMemory> {
         let fd = shm::memfd_create(&name_of(name)?)?;
         shm::set_len(fd.as_fd(), len)?;
+        shm::seal_shrink(fd.as_fd())?;
         Self::map(fd, len)
     }
 
@@ -72,6 +78,25 @@ impl SharedMemory {
     /// `len` bytes with owner-only permissions (0600). Fails with `EEXIST`
     /// if it exists (`O_EXCL`): pick a fresh name or [`unlink`](Self::unlink)
     /// the stale one. The object outlives the process until unlinked.
+    ///
+    /// # Truncation by a peer
+    /// A POSIX shared memory object cannot be sealed: any process that can
+    /// open it read-write may `ftruncate` it. Shrinking it takes the pages
+    /// past the new end away from every mapping, this one included (the
+    /// mapping keeps its length). Then, for a word past the new end:
+    /// - any access to it raises `SIGBUS` — in this process that includes
+    ///   the library's own read of the word when a wait is armed
+    ///   (`wait_async`, `EventFdFutex::arm`, `afx_wait_async`);
+    /// - `futex(2)` calls on it fail with `EFAULT`: `wake`, a blocking
+    ///   `wait`, and a kernel wait a backend queues afresh (which then
+    ///   completes with `EFAULT`);
+    /// - a wait already queued in the kernel stays queued and cannot be
+    ///   woken through the word until the object grows back over it (the
+    ///   page then reads as zeros).
+    ///
+    /// (Checked on Linux 6.18 by `shared_memory_named_truncated_by_peer` in
+    /// `tests/async_semantics.rs`.) Use [`memfd`](Self::memfd), which is
+    /// sealed against shrinking, when peers are not trusted with the size.
     ///
     /// # Errors
     /// `EEXIST`, `EACCES`, `EINVAL`, and `mmap` errors.
@@ -101,6 +126,8 @@ impl SharedMemory {
     }
 
     /// Opens an existing POSIX shared memory object and maps all of it.
+    /// Another process may shrink it under the mapping: see "Truncation by
+    /// a peer" at [`create`](Self::create).
     ///
     /// # Errors
     /// `ENOENT` if it does not exist, `EACCES`, `mmap` errors.

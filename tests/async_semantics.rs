@@ -1086,6 +1086,85 @@ fn shared_memory_memfd_and_from_fd() {
         errno_of(SharedMemory::memfd("bad\0name", 4096)),
         libc::EINVAL
     );
+
+    // Sealed against shrinking, through any fd of it: a peer cannot take
+    // pages away under the futex words.
+    for (what, raw) in [
+        ("memfd", fd.as_raw_fd()),
+        ("from_fd", b.fd().unwrap().as_raw_fd()),
+    ] {
+        // SAFETY: fcntl query on a live fd.
+        let seals = unsafe { libc::fcntl(raw, libc::F_GET_SEALS) };
+        assert!(
+            seals >= 0 && seals & libc::F_SEAL_SHRINK != 0,
+            "{what}: seals {seals:#x}"
+        );
+        for len in [0, 4092] {
+            // SAFETY: ftruncate on a live fd (it must fail).
+            let r = unsafe { libc::ftruncate(raw, len) };
+            let e = std::io::Error::last_os_error().raw_os_error();
+            assert_eq!(
+                (r, e),
+                (-1, Some(libc::EPERM)),
+                "{what}: ftruncate to {len} must fail with EPERM"
+            );
+        }
+    }
+    assert_eq!(fstat(fd).st_size, 4096);
+    word(&a, 1023).store(43, Ordering::SeqCst);
+    assert_eq!(word(&b, 1023).load(Ordering::SeqCst), 43);
+}
+
+/// What the `SharedMemory::create` docs say a peer's `ftruncate` of a
+/// `shm_open` object does to a word past the new end: reads raise SIGBUS,
+/// `futex(2)` calls give EFAULT, a wait queued before stays queued and is
+/// woken once the object grows back.
+#[test]
+fn shared_memory_named_truncated_by_peer() {
+    let test = "shared_memory_named_truncated_by_peer";
+    let _serial = serial();
+    if start(test).is_none() {
+        return;
+    }
+    let name = unique_name("trunc");
+    let a = Arc::new(SharedMemory::create(&name, 8192).unwrap());
+    let b = Arc::new(SharedMemory::open(&name).unwrap());
+    SharedMemory::unlink(&name).unwrap();
+    const PAST: usize = 1024 + 4; // a word in the second page
+    let fa = a.futex(PAST).unwrap();
+    let (count, waker) = counting_waker();
+    let mut fut = fa.wait_async(0);
+    assert!(poll_once(&mut fut, &waker).is_pending());
+    wait_for_waiters(fa.word(), 1, "wait queued before the truncation");
+
+    let peer_fd = b.fd().unwrap().as_raw_fd();
+    // SAFETY: ftruncate on a live fd.
+    assert_eq!(unsafe { libc::ftruncate(peer_fd, 4096) }, 0);
+    assert_eq!(errno_of(fa.wake(1)), libc::EFAULT, "wake past the end");
+    let w = fa.word();
+    assert_eq!(
+        raw_wait(w, 0, Some(Duration::from_millis(1))),
+        Err(libc::EFAULT),
+        "FUTEX_WAIT past the end"
+    );
+    let reader = fork_child("read past the end", || {
+        let v = word(&a, PAST).load(Ordering::SeqCst);
+        fail(format!("read {v} past the end of a truncated object"))
+    });
+    assert_eq!(reader.wait(), Exit::Signal(libc::SIGBUS));
+    assert_eq!(count.count(), 0, "the queued wait completed");
+
+    // Grown back: the queued wait is still there, and a wake finds it.
+    // SAFETY: ftruncate on a live fd.
+    assert_eq!(unsafe { libc::ftruncate(peer_fd, 8192) }, 0);
+    assert_eq!(w.load(Ordering::SeqCst), 0, "a regrown page reads as zeros");
+    assert_eq!(
+        fa.wake(1).unwrap(),
+        1,
+        "the wait queued before the truncation"
+    );
+    wait_until("the queued wait completes", || count.count() > 0);
+    assert!(poll_once(&mut fut, &waker).is_ready());
 }
 
 #[test]

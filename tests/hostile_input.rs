@@ -163,6 +163,7 @@ fn every_entry_point_refuses_bad_input() {
         sem_rows(&mut t, rw);
         event_rows(&mut t, rw);
         chan_rows(&mut t);
+        unmapped_open_rows(&mut t, none);
         libc::munmap(rw.cast(), PAGE);
         libc::munmap(ro.cast(), PAGE);
         libc::munmap(none.cast(), PAGE);
@@ -1274,6 +1275,98 @@ unsafe fn event_rows(t: &mut Table, rw: *mut u8) {
         1,
     );
     unsafe { afx_event_close(h) };
+}
+
+/// The `afx_*_open` constructors on aligned but unmapped or unreadable
+/// state: `EFAULT`, as for `afx_new` (before, they read it and died of
+/// SIGSEGV). Also a state whose first word is readable but whose end lies
+/// on a `PROT_NONE` page.
+unsafe fn unmapped_open_rows(t: &mut Table, none: *mut u8) {
+    /// `align`: what the function requires (the channel: 64).
+    fn rows<T>(
+        t: &mut Table,
+        func: &'static str,
+        align: usize,
+        none: *mut u8,
+        open: impl Fn(*mut T) -> c_int,
+    ) {
+        for a in NEVER_MAPPED.into_iter().filter(|a| a % align == 0) {
+            t.row(
+                func,
+                format!("unmapped {a:#x}"),
+                open(a as *mut T),
+                -libc::EFAULT,
+            );
+        }
+        t.row(func, "PROT_NONE", open(none.cast()), -libc::EFAULT);
+        // Two pages, the second PROT_NONE; the state ends inside it.
+        let size = std::mem::size_of::<T>();
+        if size > align {
+            // SAFETY: a new mapping, then its second page made inaccessible.
+            let two = unsafe {
+                libc::mmap(
+                    null_mut(),
+                    2 * PAGE,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            assert_ne!(two, libc::MAP_FAILED);
+            let two = two.cast::<u8>();
+            // SAFETY: the second page of our mapping.
+            assert_eq!(
+                unsafe { libc::mprotect(two.add(PAGE).cast(), PAGE, libc::PROT_NONE) },
+                0
+            );
+            // SAFETY: inside the first page; aligned; ends past it.
+            let p = unsafe { two.add(PAGE - align) }.cast::<T>();
+            t.row(
+                func,
+                "first word readable, end on a PROT_NONE page",
+                open(p),
+                -libc::EFAULT,
+            );
+            // SAFETY: our mapping.
+            unsafe { libc::munmap(two.cast(), 2 * PAGE) };
+        }
+    }
+    let align = std::mem::align_of::<afx_mutex_state>();
+    rows(
+        t,
+        "afx_mutex_open",
+        align,
+        none,
+        |s: *mut afx_mutex_state| {
+            ctor(unsafe { afx_mutex_open(s) }, |h| unsafe {
+                afx_mutex_close(h)
+            })
+        },
+    );
+    let align = std::mem::align_of::<afx_sem_state>();
+    rows(t, "afx_sem_open", align, none, |s: *mut afx_sem_state| {
+        ctor(unsafe { afx_sem_open(s) }, |h| unsafe { afx_sem_close(h) })
+    });
+    let align = std::mem::align_of::<afx_event_state>();
+    rows(
+        t,
+        "afx_event_open",
+        align,
+        none,
+        |s: *mut afx_event_state| {
+            ctor(unsafe { afx_event_open(s) }, |h| unsafe {
+                afx_event_close(h)
+            })
+        },
+    );
+    for role in [AFX_CHAN_SENDER, AFX_CHAN_RECEIVER] {
+        rows(t, "afx_chan_open", 64, none, |h: *mut afx_chan_header| {
+            ctor(unsafe { afx_chan_open(h, role) }, |c| unsafe {
+                afx_chan_close(c)
+            })
+        });
+    }
 }
 
 unsafe fn chan_rows(t: &mut Table) {

@@ -215,7 +215,32 @@ fn is_transient(e: &io::Error) -> bool {
     )
 }
 
+/// What a failed wait or start reports for `errno`. A backend only fails
+/// with `EAGAIN` when it could not get a resource — in practice a thread it
+/// had to start (`pthread_create`: `RLIMIT_NPROC`, `kernel.threads-max`, no
+/// memory for a stack); a word that changed is never a failure. `EAGAIN`
+/// means "the word changed" (and "armed, try again later") at the C
+/// boundary, so such a failure is reported as `ENOMEM` ("could not
+/// allocate what the wait needs"), which callers already treat as
+/// transient. Every other errno passes unchanged.
+pub(crate) fn reported_errno(errno: i32) -> i32 {
+    if errno == libc::EAGAIN {
+        libc::ENOMEM
+    } else {
+        errno
+    }
+}
+
 fn start(kind: Option<BackendKind>) -> io::Result<&'static Backend> {
+    start_kind(kind).map_err(|e| match e.raw_os_error() {
+        Some(errno) if reported_errno(errno) != errno => {
+            io::Error::from_raw_os_error(reported_errno(errno))
+        }
+        _ => e,
+    })
+}
+
+fn start_kind(kind: Option<BackendKind>) -> io::Result<&'static Backend> {
     match kind {
         Some(BackendKind::IoUring) => UringBackend::start(),
         Some(BackendKind::Thread) => ThreadBackend::start(),

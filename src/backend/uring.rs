@@ -14,8 +14,10 @@ use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use super::{leak, outcome_of, Backend};
+use crate::fault::{self, Site};
 use crate::sys::uring::Ring;
 use crate::sys::{cvt_neg, futex};
 use crate::waiter::{Outcome, Waiter};
@@ -134,16 +136,32 @@ impl UringBackend {
 
     /// Ring thread, for the life of the process: applies queued arms and
     /// cancels, reaps completions.
+    ///
+    /// Failures are retried, never dropped, and never spun on:
+    /// - a doorbell wait or a cancel that cannot be queued (submission
+    ///   queue full and not flushable, a push error) is retried every turn;
+    ///   while one is outstanding the thread sleeps in the ring with a
+    ///   timeout that backs off from [`BACKOFF_MIN`] to [`BACKOFF_MAX`]
+    ///   instead of indefinitely, so without a doorbell it still sees new
+    ///   arms and cancels, and a synchronous cancel always gets through;
+    /// - a failing `io_uring_enter` (other than `EINTR`/`EBUSY`) is retried
+    ///   after a pause that backs off the same way; while it fails, new
+    ///   arms fail at once with its errno (the caller sees a clear error,
+    ///   not a wait that never starts). Waits already handed to the ring
+    ///   complete, and their cancels go through, once it works again.
     fn run(&'static self, mut ring: Ring) {
         let mut doorbell_armed = false;
         let mut ops = Vec::new();
+        // Cancels not queued yet: a synchronous cancel waits for them.
+        let mut cancels: Vec<Arc<Waiter>> = Vec::new();
+        // The errno of `io_uring_enter` while it keeps failing (0: works).
+        let mut enter_errno = 0;
+        let mut stuck_wait = Backoff::default();
+        let mut enter_pause = Backoff::default();
         loop {
             if !doorbell_armed {
                 let seen = self.doorbell.load(Ordering::Acquire);
-                // SAFETY: the doorbell lives in the leaked backend: forever.
-                if unsafe { ring.push_futex_wait(&self.doorbell, seen, true, DOORBELL) }.is_ok() {
-                    doorbell_armed = true;
-                }
+                doorbell_armed = Self::push_doorbell(&mut ring, &self.doorbell, seen).is_ok();
             }
             // Taken after the doorbell wait was queued with the value seen
             // before: any later push changes the doorbell and completes it.
@@ -152,19 +170,43 @@ impl UringBackend {
                 &mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()),
             );
             for op in ops.drain(..) {
-                self.apply(&mut ring, op);
+                match op {
+                    Op::Arm(waiter) => Self::arm(&mut ring, waiter, enter_errno),
+                    Op::Cancel(waiter) => cancels.push(waiter),
+                }
             }
-            match ring.submit_and_wait(1) {
-                Ok(_) => {}
+            // A cancel is due while its wait is in flight (not finished);
+            // the in-flight Arc keeps the pointer unique, so the cancel
+            // cannot hit another wait. One that cannot be queued stays.
+            cancels.retain(|waiter| {
+                !waiter.is_done() && Self::push_cancel(&mut ring, waiter).is_err()
+            });
+            let stuck = !doorbell_armed || !cancels.is_empty();
+            let entered = match fault::fail(Site::UringEnter) {
+                Some(e) => Err(e),
+                None if stuck => ring.submit_and_wait_timeout(1, stuck_wait.next()),
+                None => {
+                    stuck_wait.reset();
+                    ring.submit_and_wait(1)
+                }
+            };
+            match entered {
+                Ok(_) => {
+                    enter_errno = 0;
+                    enter_pause.reset();
+                }
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
-                Err(_) => std::thread::yield_now(),
+                Err(e) => {
+                    enter_errno = e.raw_os_error().unwrap_or(libc::EIO);
+                    std::thread::sleep(enter_pause.next());
+                }
             }
             ring.reap(|user_data, result| match user_data {
                 DOORBELL => doorbell_armed = false,
                 CANCEL => {}
                 ptr => {
                     // SAFETY: every other user_data is an `Arc<Waiter>`
-                    // leaked by `apply` for exactly this completion.
+                    // leaked by `arm` for exactly this completion.
                     let waiter = unsafe { Arc::from_raw(ptr as *const Waiter) };
                     let (outcome, errno) = outcome_of(result, &waiter);
                     waiter.finish(outcome, errno);
@@ -173,33 +215,71 @@ impl UringBackend {
         }
     }
 
-    fn apply(&self, ring: &mut Ring, op: Op) {
-        match op {
-            Op::Arm(waiter) => {
-                if waiter.cancel_requested() {
-                    waiter.finish(Outcome::Cancelled, 0);
-                    return;
-                }
-                let word = waiter.word().addr();
-                let private = waiter.word().is_private();
-                let expected = waiter.expected();
-                let ptr = Arc::into_raw(waiter);
-                // SAFETY: the waiter (and through it the word's mapping) is
-                // kept alive by the leaked Arc until its completion is reaped.
-                if let Err(e) = unsafe { ring.push_futex_wait(word, expected, private, ptr as u64) }
-                {
-                    // SAFETY: not submitted, so we still own that Arc.
-                    let waiter = unsafe { Arc::from_raw(ptr) };
-                    waiter.finish(Outcome::Failed, e.raw_os_error().unwrap_or(libc::EIO));
-                }
-            }
-            Op::Cancel(waiter) => {
-                // In flight unless already finished; the in-flight Arc keeps
-                // the pointer unique, so the cancel cannot hit another wait.
-                if !waiter.is_done() {
-                    let _ = ring.push_cancel(Arc::as_ptr(&waiter) as u64, CANCEL);
-                }
-            }
+    fn push_doorbell(ring: &mut Ring, doorbell: &'static AtomicU32, seen: u32) -> io::Result<()> {
+        if let Some(e) = fault::fail(Site::UringDoorbellPush) {
+            return Err(e);
         }
+        // SAFETY: the doorbell lives in the leaked backend: forever.
+        unsafe { ring.push_futex_wait(doorbell, seen, true, DOORBELL) }
+    }
+
+    fn push_cancel(ring: &mut Ring, waiter: &Arc<Waiter>) -> io::Result<()> {
+        if let Some(e) = fault::fail(Site::UringCancelPush) {
+            return Err(e);
+        }
+        ring.push_cancel(Arc::as_ptr(waiter) as u64, CANCEL)
+    }
+
+    /// Queues the kernel wait of `waiter`, or finishes it: cancelled before
+    /// it started, or failed (`enter_errno` set: the ring is not taking
+    /// submissions; or its SQE could not be queued).
+    fn arm(ring: &mut Ring, waiter: Arc<Waiter>, enter_errno: i32) {
+        if waiter.cancel_requested() {
+            waiter.finish(Outcome::Cancelled, 0);
+            return;
+        }
+        if enter_errno != 0 {
+            waiter.finish(Outcome::Failed, enter_errno);
+            return;
+        }
+        let word = waiter.word().addr();
+        let private = waiter.word().is_private();
+        let expected = waiter.expected();
+        let ptr = Arc::into_raw(waiter);
+        let pushed = match fault::fail(Site::UringWaitPush) {
+            Some(e) => Err(e),
+            // SAFETY: the waiter (and through it the word's mapping) is kept
+            // alive by the leaked Arc until its completion is reaped.
+            None => unsafe { ring.push_futex_wait(word, expected, private, ptr as u64) },
+        };
+        if let Err(e) = pushed {
+            // SAFETY: not submitted, so we still own that Arc.
+            let waiter = unsafe { Arc::from_raw(ptr) };
+            waiter.finish(Outcome::Failed, e.raw_os_error().unwrap_or(libc::EIO));
+        }
+    }
+}
+
+/// First pause of the ring thread before retrying a failed step.
+const BACKOFF_MIN: Duration = Duration::from_micros(100);
+/// Longest pause between two retries: bounds the CPU a persistent failure
+/// costs (at most 50 retries a second) and the extra latency of an arm or
+/// cancel made while the doorbell cannot be queued.
+const BACKOFF_MAX: Duration = Duration::from_millis(20);
+
+/// Pauses that double from [`BACKOFF_MIN`] to [`BACKOFF_MAX`] while a
+/// failure persists.
+#[derive(Default)]
+struct Backoff(Option<Duration>);
+
+impl Backoff {
+    fn next(&mut self) -> Duration {
+        let pause = self.0.map_or(BACKOFF_MIN, |d| (d * 2).min(BACKOFF_MAX));
+        self.0 = Some(pause);
+        pause
+    }
+
+    fn reset(&mut self) {
+        self.0 = None;
     }
 }

@@ -30,8 +30,12 @@ pub extern "C" fn afx_strerror(err: c_int) -> *const c_char {
         libc::EBUSY => "a wait is already armed on this handle, or another backend already runs\0",
         libc::ETIMEDOUT => "timed out\0",
         libc::EINTR => "interrupted by a signal\0",
-        libc::EAGAIN => "resource temporarily unavailable\0",
-        libc::ENOMEM => "out of memory\0",
+        libc::EAGAIN => {
+            "try again: the operation would block (an _async call: a wait is armed, poll its eventfd)\0"
+        }
+        libc::ENOMEM => {
+            "out of memory, or a library thread could not be started (RLIMIT_NPROC, kernel.threads-max)\0"
+        }
         libc::EMFILE => "too many open files in this process\0",
         libc::ENFILE => "too many open files in the system\0",
         libc::ENOSYS => "the kernel lacks a needed system call\0",

@@ -5,7 +5,8 @@
 //! success and `-errno` on failure; `afx_new` returns NULL and sets `errno`.
 //! NULL handles, NULL or misaligned addresses and unknown flags give
 //! `-EINVAL`. No panic crosses the boundary: each body runs inside
-//! one catch_unwind boundary, which turns one into `-ENOTRECOVERABLE`.
+//! one catch_unwind boundary, which turns one into `-ENOTRECOVERABLE`
+//! (constructors: NULL with `errno` `ENOTRECOVERABLE`).
 #![allow(unsafe_code)]
 #![allow(non_camel_case_types)]
 
@@ -57,6 +58,21 @@ fn boundary<T>(on_panic: T, body: impl FnOnce() -> T) -> T {
     catch_unwind(AssertUnwindSafe(body)).unwrap_or(on_panic)
 }
 
+/// Runs a constructor's `body`, turning a panic into NULL with `errno` set
+/// to `ENOTRECOVERABLE` (as the `int` functions return it).
+fn boundary_new<T>(body: impl FnOnce() -> *mut T) -> *mut T {
+    catch_unwind(AssertUnwindSafe(|| {
+        if crate::fault::fail(crate::fault::Site::FfiConstructorPanic).is_some() {
+            panic!("asyncfutex: injected panic in a C constructor (fault injection)");
+        }
+        body()
+    }))
+    .unwrap_or_else(|_| {
+        set_errno(libc::ENOTRECOVERABLE);
+        std::ptr::null_mut()
+    })
+}
+
 /// Borrows a handle, or `None` for NULL.
 ///
 /// # Safety
@@ -87,9 +103,11 @@ fn kind_code(kind: BackendKind) -> c_int {
 /// first use.
 ///
 /// Returns the handle, or NULL with `errno` set: `EINVAL` (NULL or
-/// misaligned `addr`, unknown flags), `EFAULT` (`addr` not readable),
-/// `EMFILE`/`ENFILE`, or why the requested backend cannot run (`ENOSYS`,
-/// `EPERM`, `EOPNOTSUPP`).
+/// misaligned `addr`, unknown flags, bad `AFX_BACKEND`), `EFAULT` (`addr`
+/// not readable), `EMFILE`/`ENFILE`, `ENOMEM` (no memory, or the backend's
+/// thread could not be started: `RLIMIT_NPROC`, `kernel.threads-max`), why
+/// the requested backend cannot run (`ENOSYS`, `EPERM`, `EOPNOTSUPP`), or
+/// `ENOTRECOVERABLE` (an internal error: a caught panic).
 ///
 /// Memory: free with `afx_free`. The word must stay mapped until then.
 /// Thread safety: may be called from any thread.
@@ -99,7 +117,7 @@ fn kind_code(kind: BackendKind) -> c_int {
 /// handle is freed and is accessed only atomically by this process.
 #[no_mangle]
 pub unsafe extern "C" fn afx_new(addr: *mut u32, flags: u32) -> *mut afx_t {
-    boundary(std::ptr::null_mut(), || {
+    boundary_new(|| {
         if flags & !AFX_PRIVATE != 0 {
             set_errno(libc::EINVAL);
             return std::ptr::null_mut();
@@ -128,7 +146,8 @@ pub unsafe extern "C" fn afx_new(addr: *mut u32, flags: u32) -> *mut afx_t {
 /// An armed wait is cancelled first; a wake it had consumed but that was
 /// not acknowledged is passed on with a `wake(1)`. Returns once no kernel
 /// wait of the handle remains: after that the library never touches the
-/// word again, and its eventfd is closed.
+/// word again, and its eventfd is closed. (The cancel is retried as for
+/// `afx_cancel`.)
 ///
 /// # Safety
 /// `f` is NULL or a live handle; it must not be used afterwards.
@@ -237,8 +256,24 @@ pub unsafe extern "C" fn afx_eventfd(f: *const afx_t) -> c_int {
 /// `expected`, so a store + wake between your read and this call is never
 /// lost.
 ///
-/// Returns 0 when armed; `-EBUSY` if a wait is already armed and not yet
-/// acknowledged (`afx_ack`) or cancelled; `-EINVAL` (NULL handle).
+/// Returns 0 when armed, or:
+/// - `-EBUSY`: a wait is already armed and not yet acknowledged
+///   (`afx_ack`) or cancelled;
+/// - `-EINVAL`: NULL handle; or, when this call starts the backend (the
+///   first arm in a `fork` child), a bad `AFX_BACKEND` or
+///   `AFX_THREAD_SIGNAL`;
+/// - when this call starts the backend: why the requested one cannot run
+///   (`-ENOSYS`, `-EPERM`, `-EOPNOTSUPP`), `-EMFILE`/`-ENFILE` (no fd for
+///   the ring), `-ENOMEM` (no memory, or its thread could not be started:
+///   `RLIMIT_NPROC`, `kernel.threads-max`), `-EIO` (its thread ended
+///   before reporting); all but the first kind are transient, a later
+///   call may succeed;
+/// - `-ENOTRECOVERABLE`: an internal error (a caught panic).
+///
+/// A wait the kernel refuses (bad word, no helper thread, a failing ring)
+/// is not reported here: it completes at once and `afx_ack` returns why.
+/// The function never returns `-EAGAIN`: a word that does not hold
+/// `expected` arms an immediate completion.
 ///
 /// Thread safety: the async trio (`afx_wait_async`, `afx_ack`,
 /// `afx_cancel`) of one handle belongs to one owner at a time.
@@ -263,9 +298,21 @@ pub unsafe extern "C" fn afx_wait_async(f: *mut afx_t, expected: u32) -> c_int {
 ///
 /// Returns 1 if it completed: it is disarmed and the eventfd drained;
 /// re-check the word (a completion can be spurious) and arm again if
-/// needed. Returns 0 if it is still pending or nothing is armed;
-/// `-EINVAL` (NULL handle); the kernel's `-errno` if it refused the wait
-/// (the wait is then disarmed).
+/// needed. Returns 0 if it is still pending or nothing is armed.
+///
+/// Errors (the failed wait is disarmed; arm again when it makes sense):
+/// - `-EINVAL`: NULL handle; or the kernel rejected the futex operation;
+/// - `-EFAULT`: the word was not mapped or not readable when the kernel
+///   looked (e.g. unmapped, or its shared memory object truncated);
+/// - `-ENOMEM`: the wait could not get what it needs: no memory, or (thread
+///   backend) the helper thread it needed could not be started
+///   (`RLIMIT_NPROC`, `kernel.threads-max`). Transient. Never `-EAGAIN`,
+///   which would read as "the word changed";
+/// - io_uring backend: the errno of `io_uring_enter` while it keeps
+///   failing (e.g. `-EIO`), or of queueing the wait; transient;
+/// - `-ENOTRECOVERABLE`: an internal error (a caught panic);
+/// - `-EBADF` and other `read(2)` errors of the handle's eventfd: only if
+///   the caller read or closed the eventfd, which it must not.
 ///
 /// # Safety
 /// `f` is NULL or a live handle.
@@ -286,7 +333,10 @@ pub unsafe extern "C" fn afx_ack(f: *mut afx_t) -> c_int {
 
 /// Disarms the armed wait, if any. A wake it had consumed but that was not
 /// acknowledged is passed on with a `wake(1)`, so no wake is lost. Returns
-/// once the kernel wait is gone and the eventfd is drained.
+/// once the kernel wait is gone and the eventfd is drained. (io_uring
+/// backend: a cancel that cannot be queued at once is retried until it
+/// is; only while `io_uring_enter` itself keeps failing — the kernel still
+/// holds the wait — does this wait for it to work again.)
 ///
 /// Returns 0 (also when nothing was armed), or `-EINVAL` (NULL handle).
 ///

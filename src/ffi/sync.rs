@@ -24,11 +24,12 @@ use std::sync::atomic::AtomicU32;
 use std::time::{Duration, Instant};
 
 use super::errors::errno_of;
-use super::{boundary, set_errno};
+use super::{boundary, boundary_new, set_errno};
 use crate::sync::{
     self, ChannelHeader, EventCount, EventState, Mutex, MutexState, Receiver, Semaphore,
     SemaphoreState, Sender,
 };
+use crate::sys::futex as sys_futex;
 use crate::{AsyncFutex, EventFdFutex};
 
 /// `afx_mutex_lock*` result: the lock is held, but its previous holder died
@@ -214,6 +215,22 @@ impl Armer {
     }
 }
 
+/// Checks, before anything reads it, that the `T` at `p` is mapped and
+/// readable (`EFAULT` if not), as `afx_new` does for its word: the kernel
+/// reads the 32-bit words at both ends (a state may straddle a page
+/// boundary) with a fault-safe access. NULL and misaligned pointers pass:
+/// `from_ptr` rejects them with `EINVAL`.
+fn check_mapped<T>(p: *const T) -> io::Result<()> {
+    if p.is_null() || (p as usize) % std::mem::align_of::<T>() != 0 {
+        return Ok(());
+    }
+    let first = p.cast::<AtomicU32>();
+    let last =
+        (p as usize + std::mem::size_of::<T>() - std::mem::size_of::<u32>()) as *const AtomicU32;
+    sys_futex::check_readable(first, true)?;
+    sys_futex::check_readable(last, true)
+}
+
 /// Boxes a new handle, or NULL with errno.
 fn boxed<T>(made: io::Result<T>) -> *mut T {
     match made {
@@ -270,23 +287,29 @@ pub unsafe extern "C" fn afx_mutex_init(s: *mut afx_mutex_state) -> c_int {
     })
 }
 
-/// Opens a handle on an initialised mutex state. NULL + errno: `EINVAL`,
-/// `EPROTO` (not initialised / other version), backend errors.
+/// Opens a handle on an initialised mutex state. NULL + errno: `EINVAL`
+/// (NULL or misaligned `s`), `EFAULT` (`s` not mapped or not readable),
+/// `EPROTO` (not initialised / other version), `EMFILE`/`ENFILE`, why the
+/// backend cannot start (as for `afx_new`), `ENOTRECOVERABLE` (internal
+/// error).
 ///
 /// # Safety
 /// `s` is NULL or an `afx_mutex_state` that stays mapped until
 /// `afx_mutex_close`.
 #[no_mangle]
 pub unsafe extern "C" fn afx_mutex_open(s: *mut afx_mutex_state) -> *mut afx_mutex_t {
-    boundary(std::ptr::null_mut(), || {
-        // SAFETY: the caller's contract; from_ptr checks NULL and alignment.
+    boundary_new(|| {
         boxed(
-            unsafe { Mutex::from_ptr(s.cast::<MutexState>()) }.and_then(|inner| {
-                Ok(afx_mutex_t {
-                    armer: Armer::on(inner.futex())?,
-                    inner,
-                })
-            }),
+            check_mapped(s.cast::<MutexState>())
+                // SAFETY: the caller's contract; readable (checked just
+                // now); from_ptr checks NULL and alignment.
+                .and_then(|()| unsafe { Mutex::from_ptr(s.cast::<MutexState>()) })
+                .and_then(|inner| {
+                    Ok(afx_mutex_t {
+                        armer: Armer::on(inner.futex())?,
+                        inner,
+                    })
+                }),
         )
     })
 }
@@ -497,24 +520,29 @@ pub unsafe extern "C" fn afx_sem_init(s: *mut afx_sem_state, permits: u32) -> c_
     })
 }
 
-/// Opens a handle on an initialised semaphore state (NULL + errno:
-/// `EINVAL`, `EPROTO`, backend errors).
+/// Opens a handle on an initialised semaphore state. NULL + errno:
+/// `EINVAL` (NULL or misaligned `s`), `EFAULT` (`s` not mapped or not
+/// readable), `EPROTO`, `EMFILE`/`ENFILE`, why the backend cannot start
+/// (as for `afx_new`), `ENOTRECOVERABLE` (internal error).
 ///
 /// # Safety
 /// `s` is NULL or an `afx_sem_state` that stays mapped until
 /// `afx_sem_close`.
 #[no_mangle]
 pub unsafe extern "C" fn afx_sem_open(s: *mut afx_sem_state) -> *mut afx_sem_t {
-    boundary(std::ptr::null_mut(), || {
-        // SAFETY: the caller's contract; from_ptr checks NULL and alignment.
+    boundary_new(|| {
         boxed(
-            unsafe { Semaphore::from_ptr(s.cast::<SemaphoreState>()) }.and_then(|inner| {
-                Ok(afx_sem_t {
-                    armer: Armer::on(inner.futex())?,
-                    registered: std::sync::atomic::AtomicBool::new(false),
-                    inner,
-                })
-            }),
+            check_mapped(s.cast::<SemaphoreState>())
+                // SAFETY: the caller's contract; readable (checked just
+                // now); from_ptr checks NULL and alignment.
+                .and_then(|()| unsafe { Semaphore::from_ptr(s.cast::<SemaphoreState>()) })
+                .and_then(|inner| {
+                    Ok(afx_sem_t {
+                        armer: Armer::on(inner.futex())?,
+                        registered: std::sync::atomic::AtomicBool::new(false),
+                        inner,
+                    })
+                }),
         )
     })
 }
@@ -695,23 +723,28 @@ pub unsafe extern "C" fn afx_event_init(s: *mut afx_event_state) -> c_int {
     })
 }
 
-/// Opens a handle on an initialised event state (NULL + errno: `EINVAL`,
-/// `EPROTO`, backend errors).
+/// Opens a handle on an initialised event state. NULL + errno: `EINVAL`
+/// (NULL or misaligned `s`), `EFAULT` (`s` not mapped or not readable),
+/// `EPROTO`, `EMFILE`/`ENFILE`, why the backend cannot start (as for
+/// `afx_new`), `ENOTRECOVERABLE` (internal error).
 ///
 /// # Safety
 /// `s` is NULL or an `afx_event_state` that stays mapped until
 /// `afx_event_close`.
 #[no_mangle]
 pub unsafe extern "C" fn afx_event_open(s: *mut afx_event_state) -> *mut afx_event_t {
-    boundary(std::ptr::null_mut(), || {
-        // SAFETY: the caller's contract; from_ptr checks NULL and alignment.
+    boundary_new(|| {
         boxed(
-            unsafe { EventCount::from_ptr(s.cast::<EventState>()) }.and_then(|inner| {
-                Ok(afx_event_t {
-                    armer: Armer::on(inner.futex())?,
-                    inner,
-                })
-            }),
+            check_mapped(s.cast::<EventState>())
+                // SAFETY: the caller's contract; readable (checked just
+                // now); from_ptr checks NULL and alignment.
+                .and_then(|()| unsafe { EventCount::from_ptr(s.cast::<EventState>()) })
+                .and_then(|inner| {
+                    Ok(afx_event_t {
+                        armer: Armer::on(inner.futex())?,
+                        inner,
+                    })
+                }),
         )
     })
 }
@@ -893,15 +926,22 @@ pub unsafe extern "C" fn afx_chan_init(
 
 /// Opens one end (`AFX_CHAN_SENDER` or `AFX_CHAN_RECEIVER`) of an
 /// initialised channel. One sender and one receiver at a time. NULL +
-/// errno: `EINVAL`, `EPROTO`, backend errors.
+/// errno: `EINVAL` (NULL or misaligned `h`, unknown role), `EFAULT` (the
+/// header not mapped or not readable; the frames after it are not
+/// checked), `EPROTO`, `EMFILE`/`ENFILE`, why the backend cannot start (as
+/// for `afx_new`), `ENOTRECOVERABLE` (internal error).
 ///
 /// # Safety
 /// `h` is NULL or an initialised channel that stays mapped (all of it)
 /// until `afx_chan_close`.
 #[no_mangle]
 pub unsafe extern "C" fn afx_chan_open(h: *mut afx_chan_header, role: c_int) -> *mut afx_chan_t {
-    boundary(std::ptr::null_mut(), || {
+    boundary_new(|| {
         let header = h.cast::<ChannelHeader>();
+        if let Err(e) = check_mapped(header) {
+            set_errno(errno_of(&e));
+            return std::ptr::null_mut();
+        }
         let made = match role {
             // SAFETY: the caller's contract; from_ptr checks NULL/alignment.
             AFX_CHAN_SENDER => unsafe { Sender::from_ptr(header) }.and_then(|tx| {

@@ -7,10 +7,11 @@ use std::ptr::NonNull;
 
 use super::cvt;
 
-/// `memfd_create(name, MFD_CLOEXEC)`.
+/// `memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING)`.
 pub(crate) fn memfd_create(name: &CStr) -> io::Result<OwnedFd> {
+    let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
     // SAFETY: `name` is a valid NUL-terminated string.
-    let fd = cvt(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) }.into())?;
+    let fd = cvt(unsafe { libc::memfd_create(name.as_ptr(), flags) }.into())?;
     // SAFETY: a fresh descriptor owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
@@ -34,6 +35,20 @@ pub(crate) fn set_len(fd: BorrowedFd<'_>, len: usize) -> io::Result<()> {
     let len = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: plain syscall on a borrowed, open descriptor.
     cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), len) }.into()).map(drop)
+}
+
+/// `fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK)`: from now on nobody (holder of
+/// any fd of the object, in any process) can make it smaller, so no mapping
+/// of it can lose pages under a futex word.
+///
+/// # Errors
+/// `EPERM` if the object does not allow sealing (not a memfd made with
+/// `MFD_ALLOW_SEALING`, or `F_SEAL_SEAL` set); `EBUSY`/`EINVAL` per
+/// fcntl(2).
+pub(crate) fn seal_shrink(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: plain syscall on a borrowed, open descriptor.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK) }.into())
+        .map(drop)
 }
 
 /// The size of the object behind `fd` (`fstat(2)`).

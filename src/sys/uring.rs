@@ -11,8 +11,9 @@
 
 use std::io;
 use std::sync::atomic::AtomicU32;
+use std::time::Duration;
 
-use io_uring::{opcode, IoUring, Probe};
+use io_uring::{opcode, types, IoUring, Probe};
 
 use super::futex::{futex2_flags, BITSET_MATCH_ANY};
 
@@ -96,6 +97,22 @@ impl Ring {
     /// are ready. Returns at once with `EINTR` when a signal arrives.
     pub(crate) fn submit_and_wait(&mut self, want: usize) -> io::Result<usize> {
         self.ring.submit_and_wait(want)
+    }
+
+    /// Like [`submit_and_wait`](Self::submit_and_wait), but sleeps at most
+    /// `timeout`: returns `Ok(0)` when it expires first
+    /// (`IORING_ENTER_EXT_ARG`, Linux 5.11+; futex ops need 6.7 anyway).
+    pub(crate) fn submit_and_wait_timeout(
+        &mut self,
+        want: usize,
+        timeout: Duration,
+    ) -> io::Result<usize> {
+        let ts = types::Timespec::from(timeout);
+        let args = types::SubmitArgs::new().timespec(&ts);
+        match self.ring.submitter().submit_with_args(want, &args) {
+            Err(e) if e.raw_os_error() == Some(libc::ETIME) => Ok(0),
+            other => other,
+        }
     }
 
     /// Hands every ready completion to `f` as `(user_data, result)`.

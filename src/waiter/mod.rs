@@ -116,11 +116,13 @@ impl Waiter {
         self.state.is_done()
     }
 
-    /// The outcome, once the backend has finished, as the consumer sees it.
+    /// The outcome, once the backend has finished, as the consumer sees it
+    /// (a failure's errno as [`backend::reported_errno`] maps it: a helper
+    /// thread that could not be started is `ENOMEM`, never `EAGAIN`).
     pub(crate) fn result(&self) -> Option<io::Result<()>> {
-        self.state
-            .result()
-            .map(|r| r.map_err(io::Error::from_raw_os_error))
+        self.state.result().map(|r| {
+            r.map_err(|errno| io::Error::from_raw_os_error(backend::reported_errno(errno)))
+        })
     }
 
     /// Stores the waker to call on completion. Returns `true` if the wait

@@ -248,16 +248,42 @@ static inline int t_waiters(uint32_t *w, int private_)
     }
 }
 
-/* Waits (watchdog-bounded) until exactly `n` kernel waiters are queued. */
+/* Waits (watchdog-bounded) until exactly `n` kernel waiters are queued,
+ * where the count can only rise towards `n` (waits being armed, a helper
+ * re-queueing its waits): more than `n` is a bug (a wait queued twice, a
+ * waiter that should be gone) and fails at once. Where waiters leave
+ * asynchronously, use t_await_waiters_leave. */
 static inline void t_await_waiters(uint32_t *w, int private_, int n)
 {
-    int last = -1;
     for (;;) {
-        last = t_waiters(w, private_);
+        int last = t_waiters(w, private_);
         if (last == n)
             return;
         if (last > n)
             FAIL("%d futex waiters queued, expected at most %d", last, n);
+        sched_yield();
+    }
+}
+
+/* Waits (watchdog-bounded) until the count comes *down* to `n`: waiters
+ * that leave asynchronously, such as the waits of a SIGKILLed process,
+ * whose io_uring the kernel tears down from a workqueue after waitpid()
+ * has returned. The count passes through every value on the way, so any
+ * value above `n` is expected; what fails is the count going *up* (a new
+ * waiter appeared while only departures were due) or below `n`. */
+static inline void t_await_waiters_leave(uint32_t *w, int private_, int n)
+{
+    int prev = t_waiters(w, private_);
+    for (;;) {
+        int last = t_waiters(w, private_);
+        if (last == n)
+            return;
+        if (last < n)
+            FAIL("%d futex waiters queued, expected the count to come down to %d", last, n);
+        if (last > prev)
+            FAIL("futex waiters went from %d up to %d while waiting for them to leave (down to %d)",
+                 prev, last, n);
+        prev = last;
         sched_yield();
     }
 }

@@ -253,6 +253,27 @@ pub fn wait_for_waiters(word: &AtomicU32, n: u32, what: &str) {
     });
 }
 
+/// Waits until the kernel waiters on `word` come *down* to `n`: waiters
+/// that leave asynchronously, such as the io_uring waits of a SIGKILLed
+/// process, which the kernel drops from a workqueue after `waitpid` has
+/// returned. Every value above `n` is expected on the way; the count going
+/// up (a new waiter while only departures were due) or below `n` fails.
+pub fn wait_for_waiters_to_leave(word: &AtomicU32, n: u32, what: &str) {
+    let mut prev = kernel_waiters(word);
+    wait_until(
+        &format!("{what}: want the kernel waiters down to {n}"),
+        || {
+            let now = kernel_waiters(word);
+            assert!(
+                now <= prev && now >= n,
+                "{what}: kernel waiters went from {prev} to {now} while coming down to {n}"
+            );
+            prev = now;
+            now == n
+        },
+    );
+}
+
 /// Child-side [`wait_for_waiters`].
 pub fn try_wait_for_waiters(word: &AtomicU32, n: u32, what: &str) -> ChildResult {
     try_wait_until(&format!("{what}: want {n} kernel waiters"), || {
