@@ -4,6 +4,18 @@
  * Conventions: every int function returns >= 0 on success and -errno on
  * failure; afx_new returns NULL and sets errno. NULL handles, NULL or
  * misaligned addresses and unknown flags give -EINVAL.
+ *
+ * After fork: a child gets a backend of its own on first use, and a handle
+ * made before the fork is detached from the parent. afx_free, afx_cancel
+ * and afx_ack on it return at once and touch nothing the parent can see
+ * (its pending wait, its eventfd, its wake counts; no wake is forwarded).
+ * A wait the parent had armed counts as completed in the child: afx_ack
+ * returns 1 once (re-check the word). The handle's first use in the child
+ * (afx_eventfd, afx_wait_async, afx_ack, afx_cancel) gives it a fresh
+ * eventfd under the same fd number, so it can be armed again there; poll
+ * it from an epoll set made in the child, registered after that first use
+ * (the eventfd object and an epoll set are shared across fork). afx_wake,
+ * afx_wait and new handles work in the child as anywhere.
  */
 
 #ifndef ASYNCFUTEX_H
@@ -215,8 +227,10 @@ int afx_wait(afx_t *f, uint32_t expected, int64_t timeout_ns);
 // it becomes readable when the armed wait completes.
 //
 // Returns the fd, or `-EINVAL` for a NULL handle. The fd belongs to the
-// handle: never read, write or close it; it stays the same for the
-// handle's life.
+// handle: never read, write or close it; its number stays the same for
+// the handle's life. In a fork child, the first call on a handle made
+// before the fork puts a fresh eventfd of the child's own under that
+// number (see "After fork" at the top of this header).
 //
 // # Safety
 // `f` is NULL or a live handle.
@@ -271,7 +285,13 @@ int afx_wait_async(afx_t *f, uint32_t expected);
 //   failing (e.g. `-EIO`), or of queueing the wait; transient;
 // - `-ENOTRECOVERABLE`: an internal error (a caught panic);
 // - `-EBADF` and other `read(2)` errors of the handle's eventfd: only if
-//   the caller read or closed the eventfd, which it must not.
+//   the caller read or closed the eventfd, which it must not;
+// - `-EMFILE`/`-ENFILE`: in a fork child, the first use of a handle made
+//   before the fork could not make its fresh eventfd.
+//
+// In a fork child, a wait the parent had armed on this handle counts as
+// completed: the first `afx_ack` returns 1 (re-check the word) and leaves
+// the parent's wait and eventfd alone.
 //
 // # Safety
 // `f` is NULL or a live handle.

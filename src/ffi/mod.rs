@@ -235,8 +235,10 @@ pub unsafe extern "C" fn afx_wait(f: *mut afx_t, expected: u32, timeout_ns: i64)
 /// it becomes readable when the armed wait completes.
 ///
 /// Returns the fd, or `-EINVAL` for a NULL handle. The fd belongs to the
-/// handle: never read, write or close it; it stays the same for the
-/// handle's life.
+/// handle: never read, write or close it; its number stays the same for
+/// the handle's life. In a fork child, the first call on a handle made
+/// before the fork puts a fresh eventfd of the child's own under that
+/// number (see "After fork" at the top of this header).
 ///
 /// # Safety
 /// `f` is NULL or a live handle.
@@ -312,7 +314,13 @@ pub unsafe extern "C" fn afx_wait_async(f: *mut afx_t, expected: u32) -> c_int {
 ///   failing (e.g. `-EIO`), or of queueing the wait; transient;
 /// - `-ENOTRECOVERABLE`: an internal error (a caught panic);
 /// - `-EBADF` and other `read(2)` errors of the handle's eventfd: only if
-///   the caller read or closed the eventfd, which it must not.
+///   the caller read or closed the eventfd, which it must not;
+/// - `-EMFILE`/`-ENFILE`: in a fork child, the first use of a handle made
+///   before the fork could not make its fresh eventfd.
+///
+/// In a fork child, a wait the parent had armed on this handle counts as
+/// completed: the first `afx_ack` returns 1 (re-check the word) and leaves
+/// the parent's wait and eventfd alone.
 ///
 /// # Safety
 /// `f` is NULL or a live handle.
