@@ -41,6 +41,7 @@ use std::time::Duration;
 
 use crate::sys::futex::{self, WaitResult};
 use crate::sys::signal::{self, Disposition};
+use crate::sys::thread;
 use crate::waiter::{Outcome, Waiter};
 
 /// Stack of a helper: it only runs `Waiter::finish` (a waker, an eventfd
@@ -206,13 +207,15 @@ impl PerWaitPool {
         });
         waiter.route.store(slot.index, Ordering::Relaxed);
         let spawned = {
-            // The helper inherits a mask with every signal blocked.
-            let _blocked = signal::BlockAll::new();
+            // Every signal blocked but our own cancel signal.
             let slot = Arc::clone(&slot);
-            std::thread::Builder::new()
-                .name("afx-wait".into())
-                .stack_size(STACK_SIZE)
-                .spawn(move || self.serve(slot))
+            thread::spawn_owning(
+                std::thread::Builder::new()
+                    .name("afx-wait".into())
+                    .stack_size(STACK_SIZE),
+                self.signal(),
+                move || self.serve(slot),
+            )
         };
         match spawned {
             Ok(_) => slots.push(slot),
@@ -285,7 +288,6 @@ impl PerWaitPool {
     /// A helper: takes a job, waits, finishes it, lets go, goes idle.
     fn serve(&'static self, slot: Arc<Slot>) {
         slot.tid.store(signal::gettid(), Ordering::Release);
-        signal::only_unblocked(self.signal());
         let deadline = futex::deadline_after(FAR);
         loop {
             let waiter = loop {

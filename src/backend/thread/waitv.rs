@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::sys::futex::{self, WaitvEntry, WAITV_MAX};
+use crate::sys::thread;
 use crate::waiter::{Outcome, Waiter};
 
 /// Waits per helper: the vector's first entry is the control word.
@@ -112,9 +113,10 @@ impl WaitvPool {
                     }),
                 }));
                 waiter.route.store(helpers.len(), Ordering::Relaxed);
-                let spawned = std::thread::Builder::new()
-                    .name("afx-waitv".into())
-                    .spawn(move || run(helper));
+                let spawned = thread::spawn(
+                    std::thread::Builder::new().name("afx-waitv".into()),
+                    move || run(helper),
+                );
                 if let Err(e) = spawned {
                     drop(helpers);
                     waiter.finish(Outcome::Failed, e.raw_os_error().unwrap_or(libc::EAGAIN));
