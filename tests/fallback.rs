@@ -4,6 +4,9 @@
 //! that the probe falls back to the thread backend (which then works across
 //! processes), and that an explicit request for io_uring is a clear error.
 //!
+//! Also the thread backend's own limits: per-wait mode (forced, or with
+//! `futex_waitv` denied) and a helper thread that cannot be started.
+//!
 //! The filter is x86_64-specific (syscall numbers, `AUDIT_ARCH_X86_64`);
 //! other architectures print a SKIP.
 
@@ -596,4 +599,131 @@ fn per_wait_signal_choice_respects_the_application() {
         Ok(())
     });
     none.expect_ok();
+}
+
+/// Makes thread creation fail in this (forked, single-threaded) process:
+/// drops root to uid/gid 65534 (RLIMIT_NPROC does not bind root) and sets
+/// RLIMIT_NPROC to 0. `Ok(Some(reason))` where it cannot be made to fail.
+fn refuse_threads() -> Result<Option<String>, String> {
+    // SAFETY: plain credential and rlimit calls in a single-threaded child.
+    unsafe {
+        if libc::geteuid() == 0
+            && (libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(65534) != 0
+                || libc::setuid(65534) != 0)
+        {
+            return Ok(Some(format!(
+                "cannot drop root to uid 65534 ({}): RLIMIT_NPROC does not bind root",
+                std::io::Error::last_os_error()
+            )));
+        }
+        let mut rl: libc::rlimit = std::mem::zeroed();
+        ensure!(
+            libc::getrlimit(libc::RLIMIT_NPROC, &mut rl) == 0,
+            "getrlimit"
+        );
+        rl.rlim_cur = 0;
+        ensure!(libc::setrlimit(libc::RLIMIT_NPROC, &rl) == 0, "setrlimit");
+    }
+    if std::thread::Builder::new().spawn(|| ()).is_ok() {
+        return Ok(Some(
+            "threads still start with RLIMIT_NPROC 0 (CAP_SYS_RESOURCE kept?)".into(),
+        ));
+    }
+    Ok(None)
+}
+
+fn allow_threads() -> ChildResult {
+    // SAFETY: as in refuse_threads.
+    unsafe {
+        let mut rl: libc::rlimit = std::mem::zeroed();
+        ensure!(
+            libc::getrlimit(libc::RLIMIT_NPROC, &mut rl) == 0,
+            "getrlimit"
+        );
+        rl.rlim_cur = rl.rlim_max;
+        ensure!(libc::setrlimit(libc::RLIMIT_NPROC, &rl) == 0, "setrlimit");
+    }
+    Ok(())
+}
+
+/// Polls `fut` until it completes (watchdog [`WATCHDOG`]).
+fn poll_to_end<F: std::future::Future + Unpin>(fut: &mut F) -> Result<F::Output, String> {
+    let (_, waker) = counting_waker();
+    let deadline = Instant::now() + WATCHDOG;
+    loop {
+        if let std::task::Poll::Ready(r) = poll_once(fut, &waker) {
+            return Ok(r);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "wait not completed within {WATCHDOG:?}"
+        );
+        std::thread::yield_now();
+    }
+}
+
+/// Issue 12 §4: an async wait whose helper thread cannot be started
+/// (RLIMIT_NPROC) fails with `EAGAIN` and leaves nothing behind: the
+/// library holds neither the waiter nor, through it, the word's mapping
+/// (a `SharedMemory` is unmapped once the last handle is dropped). Then,
+/// with the limit raised, waits work again. Thread backend, in the mode
+/// `AFX_THREAD_WAITV` selects (vector mode by default).
+#[test]
+fn failed_helper_spawn_frees_the_waiter_and_the_mapping() {
+    let test = "failed_helper_spawn_frees_the_waiter_and_the_mapping";
+    let _serial = serial();
+    if start(test).is_none() {
+        return;
+    }
+    let flag = shared_page();
+    let child = fork_child(test, || {
+        io(
+            "select_backend(Thread)",
+            select_backend(Some(BackendKind::Thread)),
+        )?;
+        if let Some(reason) = refuse_threads()? {
+            clog!("{reason}");
+            word(&flag, 0).store(1, Ordering::SeqCst);
+            return Ok(());
+        }
+        for attempt in 0..3 {
+            let mem = Arc::new(io("SharedMemory", SharedMemory::anonymous(4096))?);
+            let mapping = Arc::downgrade(&mem);
+            let f = io("futex", mem.futex(0))?;
+            drop(mem);
+            let mut wait = f.wait_async(0);
+            let r = poll_to_end(&mut wait)?;
+            ensure!(
+                r.as_ref().err().and_then(|e| e.raw_os_error()) == Some(libc::EAGAIN),
+                "attempt {attempt}: a wait without a helper thread: {r:?}, want EAGAIN"
+            );
+            drop(wait);
+            drop(f);
+            ensure!(
+                mapping.upgrade().is_none(),
+                "attempt {attempt}: the word's mapping is still held after a failed helper spawn \
+                 and the last handle dropped"
+            );
+        }
+        allow_threads()?;
+        let f = Arc::new(io("futex", shared_page().futex(0))?);
+        let mut wait = f.wait_async(0);
+        let (_, waker) = counting_waker();
+        ensure!(
+            poll_once(&mut wait, &waker).is_pending(),
+            "limit raised: the wait did not arm"
+        );
+        try_wait_for_waiters(f.word(), 1, "limit raised: the wait queued")?;
+        ensure!(
+            io("wake", f.wake(1))? == 1,
+            "limit raised: wake(1) found no waiter"
+        );
+        io("wait", poll_to_end(&mut wait)?)?;
+        Ok(())
+    });
+    child.expect_ok();
+    if word(&flag, 0).load(Ordering::SeqCst) == 1 {
+        eprintln!("SKIP: [{test}] thread creation cannot be refused here (reason above)");
+    }
 }

@@ -84,12 +84,16 @@ fn same_word(a: &Waiter, b: &Waiter) -> bool {
 
 pub(super) struct WaitvPool {
     helpers: Mutex<Vec<&'static Helper>>,
+    /// A helper whose thread could not be started, emptied for the next
+    /// try (helpers are leaked, so failures must not make new ones).
+    spare: Mutex<Option<&'static Helper>>,
 }
 
 impl WaitvPool {
     pub(super) fn new() -> WaitvPool {
         WaitvPool {
             helpers: Mutex::new(Vec::new()),
+            spare: Mutex::new(None),
         }
     }
 
@@ -122,19 +126,25 @@ impl WaitvPool {
         let helper = match slot {
             Some(helper) => helper,
             None => {
-                let helper: &'static Helper = Box::leak(Box::new(Helper {
-                    control: AtomicU32::new(0),
-                    state: Mutex::new(HelperState {
-                        waiters: vec![Arc::clone(&waiter)],
-                        forwards: Vec::new(),
-                    }),
-                }));
+                let spare = self.spare.lock().unwrap_or_else(|e| e.into_inner()).take();
+                let helper: &'static Helper = spare.unwrap_or_else(|| {
+                    Box::leak(Box::new(Helper {
+                        control: AtomicU32::new(0),
+                        state: Mutex::new(HelperState::default()),
+                    }))
+                });
+                helper.lock().waiters.push(Arc::clone(&waiter));
                 waiter.route.store(helpers.len(), Ordering::Relaxed);
                 let spawned = thread::spawn(
                     std::thread::Builder::new().name("afx-waitv".into()),
                     move || run(helper),
                 );
                 if let Err(e) = spawned {
+                    // Nobody else knows this helper: empty it (its hold on
+                    // the waiter would keep the word mapped for ever) and
+                    // keep it for the next try.
+                    helper.lock().waiters.clear();
+                    *self.spare.lock().unwrap_or_else(|e| e.into_inner()) = Some(helper);
                     drop(helpers);
                     waiter.finish(Outcome::Failed, e.raw_os_error().unwrap_or(libc::EAGAIN));
                     return;
