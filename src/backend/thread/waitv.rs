@@ -18,10 +18,9 @@
 //!   The price: a wake of the entry at position `k` of a helper's vector
 //!   completes the `k - 1` waits before it too. With waits spread evenly
 //!   over full helpers that is about 60 spurious completions per wake
-//!   (measured: 54–55 per pure wake, 55–59 per store+wake at 10,000 pending
-//!   waits on distinct words; `examples/pure_wake_cost.rs`, BENCHMARKS.md).
-//!   Waits on the same word, or when only a few waits are pending, cost
-//!   accordingly less.
+//!   (measured on distinct words, `examples/pure_wake_cost.rs`,
+//!   BENCHMARKS.md: 54–59 per wake at 10,000 pending waits, 47–50 at
+//!   1,000, 18 at 100, pure or store+wake alike).
 //! - Any return takes *every* entry of the vector out of the kernel until
 //!   the helper calls it again. So a wake passed on by one of its own waits
 //!   ([`WaitvPool::forward`]) is handed straight to a sibling on the same
@@ -32,15 +31,14 @@
 //! other waits are out of the kernel queue until it calls `futex_waitv`
 //! again. A pure wake that lands then finds nobody (`FUTEX_WAKE` returns
 //! 0), as with a plain `futex(2)` waiter between two `FUTEX_WAIT` calls.
-//! Measured on a 2-vCPU VM under load: after a sibling's wake, a probe saw
-//! the other wait out of the queue for a median 5.6–6.6 µs (p99 8.5–15 µs,
-//! worst of 2,000 rounds 124 µs), queued again a median 8–15 µs after the
-//! wake returned. In a stream of wakes at 10,000 pending waits, each sent as
-//! soon as the previous one's wait completed (so while its ~55 spurious
-//! siblings re-arm), 0–0.75 % found their target out of the queue at
-//! first (BENCHMARKS.md). Protocols that change the word before waking
-//! (all the usual ones) are unaffected: the re-queued wait sees the new
-//! value and completes at once.
+//! Measured on a 2-vCPU VM under load (BENCHMARKS.md): after a sibling's
+//! wake, a probe saw the other wait out of the queue for a median
+//! 5.6–8.2 µs (p99 8.5–37 µs, worst 124–830 µs), queued again a median
+//! 8–15 µs after the wake returned. In a stream of wakes, each sent as soon
+//! as the previous one's wait completed (so while its spurious siblings
+//! re-arm), 0–1.2 % found their target out of the queue at first.
+//! Protocols that change the word before waking (all the usual ones) are
+//! unaffected: the re-queued wait sees the new value and completes at once.
 
 use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};
