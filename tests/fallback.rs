@@ -728,13 +728,84 @@ fn failed_helper_spawn_frees_the_waiter_and_the_mapping() {
     }
 }
 
+/// Threads of this process named `name`.
+fn threads_named(name: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim_end() == name)
+        })
+        .count()
+}
+
+/// Two bursts of `n` concurrent waits on one word, each followed by the
+/// wait for the helper threads (named `helper`) to come down to `kept`
+/// once idle. In each burst every other wait is cancelled (its future
+/// dropped), the rest are woken: every one accounted for. Returns `false`
+/// if the burst ran on no `helper` thread (another mode).
+fn burst_then_shrink(
+    mem: &Arc<SharedMemory>,
+    n: usize,
+    helper: &str,
+    kept: usize,
+) -> Result<bool, String> {
+    let rt = rt_current();
+    let f = Arc::new(io("futex", mem.futex(0))?);
+    let w = word(mem, 0);
+    for burst in 0..2 {
+        let v = w.load(Ordering::SeqCst);
+        let peak = rt.block_on(async {
+            let tasks: Vec<_> = (0..n)
+                .map(|_| {
+                    let f = Arc::clone(&f);
+                    tokio::spawn(async move { f.wait_async(v).await })
+                })
+                .collect();
+            wait_for_waiters_async(w, n as u32, "every wait queued").await;
+            let peak = threads_named(helper);
+            let mut kept = Vec::new();
+            for (i, t) in tasks.into_iter().enumerate() {
+                if i % 2 == 0 {
+                    t.abort();
+                    let _ = t.await;
+                } else {
+                    kept.push(t);
+                }
+            }
+            wait_for_waiters_async(w, (n / 2) as u32, "cancelled waits gone").await;
+            let woken = f.wake(u32::MAX).map_err(|e| format!("wake: {e}"))?;
+            ensure!(
+                woken == (n / 2) as u32,
+                "wake(all) woke {woken}, want {}",
+                n / 2
+            );
+            for t in kept {
+                io("wait", within("woken wait", t).await.unwrap())?;
+            }
+            Ok::<_, String>(peak)
+        })?;
+        if peak == 0 {
+            return Ok(false);
+        }
+        let t0 = Instant::now();
+        try_wait_until("idle helpers exit", || threads_named(helper) <= kept)?;
+        clog!(
+            "burst {burst}: {n} waits on {peak} {helper} threads, half cancelled, half woken; \
+             {} left {:?} later",
+            threads_named(helper),
+            t0.elapsed()
+        );
+    }
+    Ok(true)
+}
+
 /// Issue 12 §4: the per-wait helper pool shrinks after a burst. 2000
-/// concurrent waits start 2000 helpers; once they are woken and idle, the
-/// helpers above a small floor exit after their idle timeout (5 s), so the
-/// thread count comes back to near where it was (watchdog 20 s). A second
-/// burst then starts helpers again (taking over the indexes of the ones
-/// that exited), and cancels and wakes reach them: every wait is cancelled
-/// or woken exactly as asked.
+/// concurrent waits start 2000 helpers; once they are idle, the helpers
+/// above a floor of 4 exit after their idle timeout (5 s; watchdog 20 s).
+/// A second burst then starts helpers again (taking over the indexes of
+/// the ones that exited), and cancels and wakes reach them.
 #[test]
 fn per_wait_pool_shrinks_after_a_burst() {
     let test = "per_wait_pool_shrinks_after_a_burst";
@@ -749,61 +820,12 @@ fn per_wait_pool_shrinks_after_a_burst() {
             "select_backend(Thread)",
             select_backend(Some(BackendKind::Thread)),
         )?;
-        const N: usize = 2000;
-        /// Idle helpers the pool keeps (per_wait.rs IDLE_FLOOR), plus one
-        /// that may be on its way out.
-        const KEPT: usize = 4 + 1;
-        let rt = rt_current();
-        let f = Arc::new(io("futex", mem.futex(0))?);
-        let w = word(&mem, 0);
-        let before = threads_now();
-        for burst in 0..2 {
-            let v = w.load(Ordering::SeqCst);
-            let (peak, cancelled) = rt.block_on(async {
-                let tasks: Vec<_> = (0..N)
-                    .map(|_| {
-                        let f = Arc::clone(&f);
-                        tokio::spawn(async move { f.wait_async(v).await })
-                    })
-                    .collect();
-                wait_for_waiters_async(w, N as u32, "every wait queued").await;
-                let peak = threads_now();
-                // Cancel every other one (dropping its future cancels it),
-                // wake the rest.
-                let mut kept = Vec::new();
-                for (i, t) in tasks.into_iter().enumerate() {
-                    if i % 2 == 0 {
-                        t.abort();
-                        let _ = t.await;
-                    } else {
-                        kept.push(t);
-                    }
-                }
-                wait_for_waiters_async(w, (N / 2) as u32, "cancelled waits gone").await;
-                let woken = f.wake(u32::MAX).map_err(|e| format!("wake: {e}"))?;
-                ensure!(
-                    woken == (N / 2) as u32,
-                    "wake(all) woke {woken}, want {}",
-                    N / 2
-                );
-                for t in kept {
-                    io("wait", within("woken wait", t).await.unwrap())?;
-                }
-                Ok::<_, String>((peak, N / 2))
-            })?;
-            ensure!(
-                peak >= before + N,
-                "burst {burst}: {N} waits on {peak} threads ({before} before): not per-wait mode?"
-            );
-            let t0 = Instant::now();
-            try_wait_until("idle helpers exit", || threads_now() <= before + KEPT)?;
-            clog!(
-                "burst {burst}: {N} waits on {peak} threads ({before} before), {cancelled} \
-                 cancelled, the rest woken; back to {} threads {:?} later",
-                threads_now(),
-                t0.elapsed()
-            );
-        }
+        // The floor (per_wait.rs IDLE_FLOOR), plus one on its way out.
+        let per_wait = burst_then_shrink(&mem, 2000, "afx-wait", 4 + 1)?;
+        ensure!(
+            per_wait,
+            "2000 waits ran on no afx-wait thread: not per-wait mode?"
+        );
         Ok(())
     });
     child.expect_ok();
