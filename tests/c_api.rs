@@ -386,6 +386,7 @@ macro_rules! c_tests {
 }
 
 c_tests!(
+    app_signals,
     bad_input,
     blocking_wait,
     cancel_forward,

@@ -4,6 +4,9 @@
 //! that the probe falls back to the thread backend (which then works across
 //! processes), and that an explicit request for io_uring is a clear error.
 //!
+//! Also the thread backend's own limits: per-wait mode (forced, or with
+//! `futex_waitv` denied) and a helper thread that cannot be started.
+//!
 //! The filter is x86_64-specific (syscall numbers, `AUDIT_ARCH_X86_64`);
 //! other architectures print a SKIP.
 
@@ -596,4 +599,234 @@ fn per_wait_signal_choice_respects_the_application() {
         Ok(())
     });
     none.expect_ok();
+}
+
+/// Makes thread creation fail in this (forked, single-threaded) process:
+/// drops root to uid/gid 65534 (RLIMIT_NPROC does not bind root) and sets
+/// RLIMIT_NPROC to 0. `Ok(Some(reason))` where it cannot be made to fail.
+fn refuse_threads() -> Result<Option<String>, String> {
+    // SAFETY: plain credential and rlimit calls in a single-threaded child.
+    unsafe {
+        if libc::geteuid() == 0
+            && (libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(65534) != 0
+                || libc::setuid(65534) != 0)
+        {
+            return Ok(Some(format!(
+                "cannot drop root to uid 65534 ({}): RLIMIT_NPROC does not bind root",
+                std::io::Error::last_os_error()
+            )));
+        }
+        let mut rl: libc::rlimit = std::mem::zeroed();
+        ensure!(
+            libc::getrlimit(libc::RLIMIT_NPROC, &mut rl) == 0,
+            "getrlimit"
+        );
+        rl.rlim_cur = 0;
+        ensure!(libc::setrlimit(libc::RLIMIT_NPROC, &rl) == 0, "setrlimit");
+    }
+    if std::thread::Builder::new().spawn(|| ()).is_ok() {
+        return Ok(Some(
+            "threads still start with RLIMIT_NPROC 0 (CAP_SYS_RESOURCE kept?)".into(),
+        ));
+    }
+    Ok(None)
+}
+
+fn allow_threads() -> ChildResult {
+    // SAFETY: as in refuse_threads.
+    unsafe {
+        let mut rl: libc::rlimit = std::mem::zeroed();
+        ensure!(
+            libc::getrlimit(libc::RLIMIT_NPROC, &mut rl) == 0,
+            "getrlimit"
+        );
+        rl.rlim_cur = rl.rlim_max;
+        ensure!(libc::setrlimit(libc::RLIMIT_NPROC, &rl) == 0, "setrlimit");
+    }
+    Ok(())
+}
+
+/// Polls `fut` until it completes (watchdog [`WATCHDOG`]).
+fn poll_to_end<F: std::future::Future + Unpin>(fut: &mut F) -> Result<F::Output, String> {
+    let (_, waker) = counting_waker();
+    let deadline = Instant::now() + WATCHDOG;
+    loop {
+        if let std::task::Poll::Ready(r) = poll_once(fut, &waker) {
+            return Ok(r);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "wait not completed within {WATCHDOG:?}"
+        );
+        std::thread::yield_now();
+    }
+}
+
+/// Issue 12 §4: an async wait whose helper thread cannot be started
+/// (RLIMIT_NPROC) fails with `EAGAIN` and leaves nothing behind: the
+/// library holds neither the waiter nor, through it, the word's mapping
+/// (a `SharedMemory` is unmapped once the last handle is dropped). Then,
+/// with the limit raised, waits work again. Thread backend, in the mode
+/// `AFX_THREAD_WAITV` selects (vector mode by default).
+#[test]
+fn failed_helper_spawn_frees_the_waiter_and_the_mapping() {
+    let test = "failed_helper_spawn_frees_the_waiter_and_the_mapping";
+    let _serial = serial();
+    if start(test).is_none() {
+        return;
+    }
+    let flag = shared_page();
+    let child = fork_child(test, || {
+        io(
+            "select_backend(Thread)",
+            select_backend(Some(BackendKind::Thread)),
+        )?;
+        if let Some(reason) = refuse_threads()? {
+            clog!("{reason}");
+            word(&flag, 0).store(1, Ordering::SeqCst);
+            return Ok(());
+        }
+        for attempt in 0..3 {
+            let mem = Arc::new(io("SharedMemory", SharedMemory::anonymous(4096))?);
+            let mapping = Arc::downgrade(&mem);
+            let f = io("futex", mem.futex(0))?;
+            drop(mem);
+            let mut wait = f.wait_async(0);
+            let r = poll_to_end(&mut wait)?;
+            ensure!(
+                r.as_ref().err().and_then(|e| e.raw_os_error()) == Some(libc::EAGAIN),
+                "attempt {attempt}: a wait without a helper thread: {r:?}, want EAGAIN"
+            );
+            drop(wait);
+            drop(f);
+            ensure!(
+                mapping.upgrade().is_none(),
+                "attempt {attempt}: the word's mapping is still held after a failed helper spawn \
+                 and the last handle dropped"
+            );
+        }
+        allow_threads()?;
+        let f = Arc::new(io("futex", shared_page().futex(0))?);
+        let mut wait = f.wait_async(0);
+        let (_, waker) = counting_waker();
+        ensure!(
+            poll_once(&mut wait, &waker).is_pending(),
+            "limit raised: the wait did not arm"
+        );
+        try_wait_for_waiters(f.word(), 1, "limit raised: the wait queued")?;
+        ensure!(
+            io("wake", f.wake(1))? == 1,
+            "limit raised: wake(1) found no waiter"
+        );
+        io("wait", poll_to_end(&mut wait)?)?;
+        Ok(())
+    });
+    child.expect_ok();
+    if word(&flag, 0).load(Ordering::SeqCst) == 1 {
+        eprintln!("SKIP: [{test}] thread creation cannot be refused here (reason above)");
+    }
+}
+
+/// Threads of this process named `name`.
+fn threads_named(name: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim_end() == name)
+        })
+        .count()
+}
+
+/// Two bursts of `n` concurrent waits on one word, each followed by the
+/// wait for the helper threads (named `helper`) to come down to `kept`
+/// once idle. In each burst every other wait is cancelled (its future
+/// dropped), the rest are woken: every one accounted for. Returns `false`
+/// if the burst ran on no `helper` thread (another mode).
+fn burst_then_shrink(
+    mem: &Arc<SharedMemory>,
+    n: usize,
+    helper: &str,
+    kept: usize,
+) -> Result<bool, String> {
+    let rt = rt_current();
+    let f = Arc::new(io("futex", mem.futex(0))?);
+    let w = word(mem, 0);
+    for burst in 0..2 {
+        let v = w.load(Ordering::SeqCst);
+        let peak = rt.block_on(async {
+            let tasks: Vec<_> = (0..n)
+                .map(|_| {
+                    let f = Arc::clone(&f);
+                    tokio::spawn(async move { f.wait_async(v).await })
+                })
+                .collect();
+            wait_for_waiters_async(w, n as u32, "every wait queued").await;
+            let peak = threads_named(helper);
+            let mut kept = Vec::new();
+            for (i, t) in tasks.into_iter().enumerate() {
+                if i % 2 == 0 {
+                    t.abort();
+                    let _ = t.await;
+                } else {
+                    kept.push(t);
+                }
+            }
+            wait_for_waiters_async(w, (n / 2) as u32, "cancelled waits gone").await;
+            let woken = f.wake(u32::MAX).map_err(|e| format!("wake: {e}"))?;
+            ensure!(
+                woken == (n / 2) as u32,
+                "wake(all) woke {woken}, want {}",
+                n / 2
+            );
+            for t in kept {
+                io("wait", within("woken wait", t).await.unwrap())?;
+            }
+            Ok::<_, String>(peak)
+        })?;
+        if peak == 0 {
+            return Ok(false);
+        }
+        let t0 = Instant::now();
+        try_wait_until("idle helpers exit", || threads_named(helper) <= kept)?;
+        clog!(
+            "burst {burst}: {n} waits on {peak} {helper} threads, half cancelled, half woken; \
+             {} left {:?} later",
+            threads_named(helper),
+            t0.elapsed()
+        );
+    }
+    Ok(true)
+}
+
+/// Issue 12 §4: the per-wait helper pool shrinks after a burst. 2000
+/// concurrent waits start 2000 helpers; once they are idle, the helpers
+/// above a floor of 4 exit after their idle timeout (5 s; watchdog 20 s).
+/// A second burst then starts helpers again (taking over the indexes of
+/// the ones that exited), and cancels and wakes reach them.
+#[test]
+fn per_wait_pool_shrinks_after_a_burst() {
+    let test = "per_wait_pool_shrinks_after_a_burst";
+    let _serial = serial();
+    if start(test).is_none() {
+        return;
+    }
+    let mem = shared_page();
+    let child = fork_child(test, || {
+        std::env::set_var("AFX_THREAD_WAITV", "0");
+        io(
+            "select_backend(Thread)",
+            select_backend(Some(BackendKind::Thread)),
+        )?;
+        // The floor (per_wait.rs IDLE_FLOOR), plus one on its way out.
+        let per_wait = burst_then_shrink(&mem, 2000, "afx-wait", 4 + 1)?;
+        ensure!(
+            per_wait,
+            "2000 waits ran on no afx-wait thread: not per-wait mode?"
+        );
+        Ok(())
+    });
+    child.expect_ok();
 }

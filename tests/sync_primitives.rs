@@ -15,7 +15,8 @@
 //!   subscriber;
 //! - channel: every frame arrives once and in order under backpressure,
 //!   async and blocking ends;
-//! - uncontended paths make no futex system call (`sync::futex_calls`).
+//! - uncontended paths make no futex system call (`sync::futex_calls`);
+//! - the mutex's ticker thread blocks every signal.
 
 #[macro_use]
 mod common;
@@ -884,4 +885,81 @@ fn assert_send_sync() {
     let m = mem();
     let mx = Mutex::create(&m, 0).unwrap();
     fut_send(mx.lock());
+}
+
+// ---------------------------------------------------------------------------
+// Library threads and the application's signals
+
+/// `SigBlk` of thread `tid` of this process, from `/proc`; `None` if the
+/// thread is gone.
+fn blocked_signals(tid: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix("SigBlk:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
+/// The id of this process's thread named `name`, if one runs.
+fn thread_named(name: &str) -> Option<String> {
+    std::fs::read_dir("/proc/self/task")
+        .ok()?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|tid| {
+            std::fs::read_to_string(format!("/proc/self/task/{tid}/comm"))
+                .is_ok_and(|comm| comm.trim_end() == name)
+        })
+}
+
+/// The mutex's ticker thread (started by an async locker that has to wait)
+/// blocks every standard signal even when the thread that started it
+/// blocks none, so an application's process-directed signal never lands on
+/// it (issue 12 §2; the C side, `tests/c/app_signals.c`, covers the
+/// backends' threads through a signalfd).
+#[test]
+fn mutex_ticker_thread_blocks_every_signal() {
+    let test = "mutex_ticker_thread_blocks_every_signal";
+    let Some(_) = start(test) else { return };
+    let m = mem();
+    fork_child(test, move || {
+        // The thread that starts the ticker blocks nothing.
+        // SAFETY: an empty set, written by sigemptyset before use.
+        unsafe {
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        }
+        let mutex = io("mutex", Mutex::create(&m, MUTEX))?;
+        let _held = io("try_lock", mutex.try_lock())?.ok_or("try_lock failed")?;
+        let mut locker = Box::pin(mutex.lock());
+        let (_, waker) = counting_waker();
+        let deadline = std::time::Instant::now() + WATCHDOG;
+        // Each pending poll registers with the ticker (starting it if
+        // needed); it stops a tick after nobody registers: keep polling
+        // until its thread is seen.
+        let blocked = loop {
+            ensure!(
+                poll_once(&mut locker, &waker).is_pending(),
+                "the lock was taken while held"
+            );
+            if let Some(mask) = thread_named("afx-sync-tick").and_then(|t| blocked_signals(&t)) {
+                break mask;
+            }
+            ensure!(
+                std::time::Instant::now() < deadline,
+                "no afx-sync-tick thread within {WATCHDOG:?}"
+            );
+            std::thread::yield_now();
+        };
+        for sig in 1..32 {
+            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+                continue;
+            }
+            ensure!(
+                blocked >> (sig - 1) & 1 == 1,
+                "the ticker thread does not block signal {sig}: SigBlk {blocked:016x}"
+            );
+        }
+        Ok(())
+    })
+    .expect_ok();
 }

@@ -19,7 +19,7 @@ use std::time::Duration;
 use super::{leak, outcome_of, Backend};
 use crate::fault::{self, Site};
 use crate::sys::uring::Ring;
-use crate::sys::{cvt_neg, futex};
+use crate::sys::{cvt_neg, futex, thread};
 use crate::waiter::{Outcome, Waiter};
 
 /// `user_data` of the doorbell wait.
@@ -47,16 +47,17 @@ impl UringBackend {
     pub(super) fn start() -> io::Result<&'static Backend> {
         let (ready_tx, ready_rx) = mpsc::channel();
         let (backend_tx, backend_rx) = mpsc::channel::<&'static UringBackend>();
-        let thread = std::thread::Builder::new()
-            .name("afx-io_uring".into())
-            .spawn(move || {
+        let thread = thread::spawn(
+            std::thread::Builder::new().name("afx-io_uring".into()),
+            move || {
                 let Some(ring) = Self::open(ready_tx) else {
                     return;
                 };
                 if let Ok(this) = backend_rx.recv() {
                     this.run(ring);
                 }
-            })?;
+            },
+        )?;
         let ready = ready_rx
             .recv()
             .map_err(|_| io::Error::from_raw_os_error(libc::EIO))

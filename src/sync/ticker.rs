@@ -8,7 +8,7 @@
 use std::task::Waker;
 
 use crate::fork_safe::{ForkSafeGuard, ForkSafeMutex};
-use crate::sys::process;
+use crate::sys::{process, thread};
 
 struct Ticker {
     /// The process the state belongs to (a `fork` child starts afresh).
@@ -42,9 +42,10 @@ pub(crate) fn wake_after_tick(waker: &Waker) {
         t.wakers.push(waker.clone());
     }
     if !t.running {
-        let spawned = std::thread::Builder::new()
-            .name("afx-sync-tick".into())
-            .spawn(run);
+        let spawned = thread::spawn(
+            std::thread::Builder::new().name("afx-sync-tick".into()),
+            run,
+        );
         // Without a thread, the waker is woken at once: the caller polls
         // again and checks again (busier, never stuck).
         if spawned.is_err() {

@@ -12,6 +12,7 @@ pub(crate) mod futex;
 pub(crate) mod process;
 pub(crate) mod shm;
 pub(crate) mod signal;
+pub(crate) mod thread;
 pub(crate) mod uring;
 
 use std::io;

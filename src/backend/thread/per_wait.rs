@@ -6,9 +6,13 @@
 //!
 //! Threads: one per pending wait at the peak, with 128 KiB stacks, created
 //! on demand and kept in a pool for reuse (never more than the peak number
-//! of concurrent waits). They start with every signal blocked but the one
-//! described below, so the application's process-directed signals never
-//! land on them.
+//! of concurrent waits). A helper idle for [`IDLE_TIMEOUT`] (5 s) exits,
+//! unless only [`IDLE_FLOOR`] (4) idle helpers are left: after a burst of
+//! 10,000 waits the process does not keep 10,000 threads. Submitters take
+//! the most recently idle helper, so the ones that time out are those a
+//! steady load does not need. They start with every signal blocked but the
+//! one described below, so the application's process-directed signals
+//! never land on them.
 //!
 //! **Cancel.** A helper blocked on the user's word cannot also wait on a
 //! control word (that needs `futex_waitv`), and waking the word would wake
@@ -41,6 +45,7 @@ use std::time::Duration;
 
 use crate::sys::futex::{self, WaitResult};
 use crate::sys::signal::{self, Disposition};
+use crate::sys::thread;
 use crate::waiter::{Outcome, Waiter};
 
 /// Stack of a helper: it only runs `Waiter::finish` (a waker, an eventfd
@@ -52,6 +57,10 @@ const RESEND_MAX: Duration = Duration::from_millis(10);
 /// The helpers' wait deadline: never reached in practice, it is there so
 /// that the kernel reports an interrupted wait as `EINTR` (never restarts).
 const FAR: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// How long a helper waits for a job before it considers exiting.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Idle helpers kept however long they have been idle.
+const IDLE_FLOOR: usize = 4;
 
 /// How a cancel gets a helper out of its wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,10 +167,15 @@ impl Slot {
 }
 
 pub(super) struct PerWaitPool {
-    /// Every helper ever started, by index.
+    /// The helpers by index (a waiter's `route`). The slot at an index
+    /// whose helper exited stays until a new helper takes the index over
+    /// (a late `cancel` finds no job of its waiter there and returns).
     slots: Mutex<Vec<Arc<Slot>>>,
-    /// Helpers without a job.
+    /// Helpers without a job, most recently idle last. A helper leaves it
+    /// only under its lock: popped by a submitter, or retiring.
     idle: Mutex<Vec<Arc<Slot>>>,
+    /// Indexes of helpers that exited, for new helpers.
+    free: Mutex<Vec<usize>>,
     interrupt: Interrupt,
 }
 
@@ -175,6 +189,7 @@ impl PerWaitPool {
         Ok(PerWaitPool {
             slots: Mutex::new(Vec::new()),
             idle: Mutex::new(Vec::new()),
+            free: Mutex::new(Vec::new()),
             interrupt: choose_interrupt()?,
         })
     }
@@ -195,8 +210,9 @@ impl PerWaitPool {
             return;
         }
         let mut slots = lock(&self.slots);
+        let index = lock(&self.free).pop().unwrap_or(slots.len());
         let slot = Arc::new(Slot {
-            index: slots.len(),
+            index,
             tid: AtomicI32::new(0),
             seq: AtomicU32::new(0),
             job: Mutex::new(Job {
@@ -206,17 +222,23 @@ impl PerWaitPool {
         });
         waiter.route.store(slot.index, Ordering::Relaxed);
         let spawned = {
-            // The helper inherits a mask with every signal blocked.
-            let _blocked = signal::BlockAll::new();
+            // Every signal blocked but our own cancel signal.
             let slot = Arc::clone(&slot);
-            std::thread::Builder::new()
-                .name("afx-wait".into())
-                .stack_size(STACK_SIZE)
-                .spawn(move || self.serve(slot))
+            thread::spawn_owning(
+                std::thread::Builder::new()
+                    .name("afx-wait".into())
+                    .stack_size(STACK_SIZE),
+                self.signal(),
+                move || self.serve(slot),
+            )
         };
         match spawned {
-            Ok(_) => slots.push(slot),
+            Ok(_) if index == slots.len() => slots.push(slot),
+            Ok(_) => slots[index] = slot,
             Err(e) => {
+                if index < slots.len() {
+                    lock(&self.free).push(index);
+                }
                 drop(slots);
                 slot.lock().waiter = None;
                 waiter.finish(Outcome::Failed, e.raw_os_error().unwrap_or(libc::EAGAIN));
@@ -285,7 +307,6 @@ impl PerWaitPool {
     /// A helper: takes a job, waits, finishes it, lets go, goes idle.
     fn serve(&'static self, slot: Arc<Slot>) {
         slot.tid.store(signal::gettid(), Ordering::Release);
-        signal::only_unblocked(self.signal());
         let deadline = futex::deadline_after(FAR);
         loop {
             let waiter = loop {
@@ -293,8 +314,12 @@ impl PerWaitPool {
                 if let Some(w) = slot.lock().waiter.clone() {
                     break w;
                 }
+                let idle_until = futex::deadline_after(IDLE_TIMEOUT);
                 // SAFETY: `seq` lives in the slot we hold an `Arc` of.
-                let _ = unsafe { futex::wait(&slot.seq, seen, true, None) };
+                let waited = unsafe { futex::wait(&slot.seq, seen, true, Some(&idle_until)) };
+                if matches!(waited, Ok(WaitResult::TimedOut)) && self.retire(&slot) {
+                    return;
+                }
             };
             let (outcome, errno) = wait_one(&waiter, &deadline);
             waiter.finish(outcome, errno);
@@ -313,6 +338,28 @@ impl PerWaitPool {
             lock(&self.idle).push(Arc::clone(&slot));
             slot.bump();
         }
+    }
+}
+
+impl PerWaitPool {
+    /// Decides whether the idle helper of `slot`, whose wait for a job
+    /// timed out, exits: not if a submitter has just popped it from `idle`
+    /// (its job is on the way), nor if only [`IDLE_FLOOR`] idle helpers are
+    /// left. Decided under the `idle` lock, which submitters hold to pop a
+    /// helper: one that is leaving is out of `idle` before anyone could
+    /// take it. Its index goes to `free` for a new helper.
+    fn retire(&self, slot: &Arc<Slot>) -> bool {
+        let mut idle = lock(&self.idle);
+        if idle.len() <= IDLE_FLOOR {
+            return false;
+        }
+        let Some(position) = idle.iter().position(|s| Arc::ptr_eq(s, slot)) else {
+            return false;
+        };
+        // `remove`, not `swap_remove`: the order says who was idle longest.
+        idle.remove(position);
+        lock(&self.free).push(slot.index);
+        true
     }
 }
 

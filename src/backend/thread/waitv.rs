@@ -7,29 +7,45 @@
 //!
 //! `futex_waitv` has two properties that shape this module:
 //! - It returns the index of the *last* woken entry. Entries after it were
-//!   not woken; entries before it may have been, by a wake that landed in
-//!   the same instant. Entries before it are therefore finished as
-//!   [`Outcome::Woken`] when they are on the same word as the reported one
-//!   (a `wake(n)` for several of them), when their word changed, or when
-//!   their consumer already cancelled (so a possibly consumed wake is
-//!   forwarded). The others are queued again: a spurious completion for
-//!   every sibling would make them anything but rare.
+//!   not woken; entries before it may have been, by a wake that landed
+//!   between the one that woke the helper and the helper's return from the
+//!   kernel, and nothing tells which. So every entry up to the reported
+//!   one finishes as [`Outcome::Woken`] — spuriously, for the ones nobody
+//!   woke (S4) — and only the entries after it whose word did not change
+//!   are queued again. Re-queueing an earlier entry because its word did
+//!   not change would drop a pure wake (a `FUTEX_WAKE` that changed no
+//!   word) that it consumed: the waker was told it woke someone (S3).
+//!   The price: a wake of the entry at position `k` of a helper's vector
+//!   completes the `k - 1` waits before it too. With waits spread evenly
+//!   over full helpers that is about 60 spurious completions per wake
+//!   (measured on distinct words, `examples/pure_wake_cost.rs`,
+//!   BENCHMARKS.md: 54–59 per wake at 10,000 pending waits, 47–50 at
+//!   1,000, 18 at 100, pure or store+wake alike).
 //! - Any return takes *every* entry of the vector out of the kernel until
 //!   the helper calls it again. So a wake passed on by one of its own waits
 //!   ([`WaitvPool::forward`]) is handed straight to a sibling on the same
 //!   word when there is one, and only otherwise sent with `FUTEX_WAKE`.
 //!
-//! A pure wake (no change of the word) that lands in the few microseconds
-//! while a helper re-queues its waits finds them out of the kernel, as a
-//! plain `futex(2)` waiter between two `FUTEX_WAIT` calls would. Protocols
-//! that change the word before waking (all the usual ones) are unaffected:
-//! the re-queued wait sees the new value.
+//! The re-queue window: whenever a wait of a helper completes, or one is
+//! armed on it or cancelled (each makes `futex_waitv` return), the helper's
+//! other waits are out of the kernel queue until it calls `futex_waitv`
+//! again. A pure wake that lands then finds nobody (`FUTEX_WAKE` returns
+//! 0), as with a plain `futex(2)` waiter between two `FUTEX_WAIT` calls.
+//! Measured on a 2-vCPU VM under load (BENCHMARKS.md): after a sibling's
+//! wake, a probe saw the other wait out of the queue for a median
+//! 5.6–8.2 µs (p99 8.5–37 µs, worst 124–830 µs), queued again a median
+//! 8–15 µs after the wake returned. In a stream of wakes, each sent as soon
+//! as the previous one's wait completed (so while its spurious siblings
+//! re-arm), 0–1.2 % found their target out of the queue at first.
+//! Protocols that change the word before waking (all the usual ones) are
+//! unaffected: the re-queued wait sees the new value and completes at once.
 
 use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::sys::futex::{self, WaitvEntry, WAITV_MAX};
+use crate::sys::thread;
 use crate::waiter::{Outcome, Waiter};
 
 /// Waits per helper: the vector's first entry is the control word.
@@ -66,12 +82,16 @@ fn same_word(a: &Waiter, b: &Waiter) -> bool {
 
 pub(super) struct WaitvPool {
     helpers: Mutex<Vec<&'static Helper>>,
+    /// A helper whose thread could not be started, emptied for the next
+    /// try (helpers are leaked, so failures must not make new ones).
+    spare: Mutex<Option<&'static Helper>>,
 }
 
 impl WaitvPool {
     pub(super) fn new() -> WaitvPool {
         WaitvPool {
             helpers: Mutex::new(Vec::new()),
+            spare: Mutex::new(None),
         }
     }
 
@@ -104,18 +124,25 @@ impl WaitvPool {
         let helper = match slot {
             Some(helper) => helper,
             None => {
-                let helper: &'static Helper = Box::leak(Box::new(Helper {
-                    control: AtomicU32::new(0),
-                    state: Mutex::new(HelperState {
-                        waiters: vec![Arc::clone(&waiter)],
-                        forwards: Vec::new(),
-                    }),
-                }));
+                let spare = self.spare.lock().unwrap_or_else(|e| e.into_inner()).take();
+                let helper: &'static Helper = spare.unwrap_or_else(|| {
+                    Box::leak(Box::new(Helper {
+                        control: AtomicU32::new(0),
+                        state: Mutex::new(HelperState::default()),
+                    }))
+                });
+                helper.lock().waiters.push(Arc::clone(&waiter));
                 waiter.route.store(helpers.len(), Ordering::Relaxed);
-                let spawned = std::thread::Builder::new()
-                    .name("afx-waitv".into())
-                    .spawn(move || run(helper));
+                let spawned = thread::spawn(
+                    std::thread::Builder::new().name("afx-waitv".into()),
+                    move || run(helper),
+                );
                 if let Err(e) = spawned {
+                    // Nobody else knows this helper: empty it (its hold on
+                    // the waiter would keep the word mapped for ever) and
+                    // keep it for the next try.
+                    helper.lock().waiters.clear();
+                    *self.spare.lock().unwrap_or_else(|e| e.into_inner()) = Some(helper);
                     drop(helpers);
                     waiter.finish(Outcome::Failed, e.raw_os_error().unwrap_or(libc::EAGAIN));
                     return;
@@ -250,17 +277,15 @@ fn settle(result: std::io::Result<usize>, snapshot: &[Arc<Waiter>]) -> bool {
         // The control word: no waiter was woken.
         Ok(0) => {}
         Ok(last_woken) => {
-            let woken = &snapshot[last_woken - 1];
             for (k, w) in snapshot.iter().enumerate() {
                 let index = k + 1;
-                if index == last_woken {
+                if index <= last_woken {
+                    // The reported entry, or one before it that a wake may
+                    // have taken off the queue in the same instant: nothing
+                    // tells which, and a consumed wake must not be dropped.
                     finish(w, Outcome::Woken);
-                } else if index < last_woken
-                    && (same_word(w, woken) || w.cancel_requested() || changed(w))
-                {
-                    // May have been woken in the same instant.
-                    finish(w, Outcome::Woken);
-                } else if index > last_woken && changed(w) {
+                } else if changed(w) {
+                    // Not woken (the kernel reports the last woken index).
                     finish(w, Outcome::Mismatch);
                 }
             }
