@@ -12,7 +12,7 @@ use std::io::Write as _;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
@@ -553,10 +553,6 @@ pub struct Child {
 /// `catch_unwind`, and always leaves with `_exit` (never returns into the
 /// test harness). Exit codes: 0 ok, 1 `Err(message)`, 101 panic.
 fn run_child<F: FnOnce() -> ChildResult + Send>(name: &str, body: F) -> ! {
-    // The panic hook is per process: replace the inherited one by one that
-    // writes without std's locks (a lock held by another thread of the
-    // parent at fork time is never released here).
-    std::panic::set_hook(Box::new(|info| raw_eprint(&format!("child panic: {info}"))));
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
         std::thread::scope(|s| {
             std::thread::Builder::new()
@@ -584,9 +580,36 @@ fn run_child<F: FnOnce() -> ChildResult + Send>(name: &str, body: F) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// The pid of the test process itself (set with the panic hook).
+static TEST_PID: AtomicI32 = AtomicI32::new(0);
+
+/// Installs, once and in the test process, a panic hook that writes a fork
+/// child's panics without std's locks (`raw_eprint`) and leaves the test
+/// process's own panics to the previous hook. Set before any fork rather
+/// than in the child: `set_hook` takes the hook's write lock, which a
+/// parent thread running the hook at fork time (a library thread catching
+/// a panicking waker, say) would hold for ever in the child.
+fn install_fork_aware_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: getpid has no preconditions.
+        TEST_PID.store(unsafe { libc::getpid() }, Ordering::SeqCst);
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            // SAFETY: getpid has no preconditions.
+            if unsafe { libc::getpid() } == TEST_PID.load(Ordering::SeqCst) {
+                previous(info);
+            } else {
+                raw_eprint(&format!("child panic: {info}"));
+            }
+        }));
+    });
+}
+
 /// Forks; the child runs `body` (see [`run_child`]), the parent gets a
 /// [`Child`].
 pub fn fork_child<F: FnOnce() -> ChildResult + Send>(name: &str, body: F) -> Child {
+    install_fork_aware_panic_hook();
     std::io::stderr().flush().ok();
     // SAFETY: fork; the child only runs `run_child`, which ends in `_exit`.
     let pid = unsafe { libc::fork() };
