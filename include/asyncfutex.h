@@ -16,6 +16,19 @@
  * it from an epoll set made in the child, registered after that first use
  * (the eventfd object and an epoll set are shared across fork). afx_wake,
  * afx_wait and new handles work in the child as anywhere.
+ *
+ * Signals: every thread the library starts blocks every signal (except the
+ * thread backend's per-wait cancel signal, in its own helpers only), so an
+ * application may block signals after afx_new and read them with signalfd
+ * or sigwait.
+ *
+ * Pure wakes (a FUTEX_WAKE that changes no word) are never lost. On the
+ * thread backend's futex_waitv mode one costs spurious completions: it
+ * completes its target and every wait queued before it on the same helper
+ * thread (about 55 per wake with 10,000 waits pending, see BENCHMARKS.md),
+ * and while a helper re-queues its waits (a few microseconds after any of
+ * them completes, is armed or cancelled) a wake(1) may find none and
+ * return 0. Protocols that store before waking are unaffected.
  */
 
 #ifndef ASYNCFUTEX_H
