@@ -45,6 +45,9 @@ if AFX_BACKEND=thread cargo run -q --example probe >/dev/null 2>&1; then
         --test cross_process --test reliability_soak; then
         failures+=("cargo test, per-wait mode (AFX_THREAD_WAITV=0)")
     fi
+    if ! AFX_BACKEND=thread AFX_THREAD_WAITV=0 cargo test --test c_api fork_inherited; then
+        failures+=("C fork test, per-wait mode (AFX_THREAD_WAITV=0)")
+    fi
 fi
 
 # The waiter state machine under loom: every interleaving of arm / finish /
