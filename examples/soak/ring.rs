@@ -724,7 +724,8 @@ fn worker(s: Arc<Soak>, decoys: usize, seed: u64) -> Res {
 }
 
 /// A lone decoy process: one blind canceller of kind `k % 4` and one timed
-/// blocking decoy, both on the lone words only.
+/// blocking decoy, both on the lone words only (under `--sabotage`: four
+/// swallowing blocking decoys and no canceller).
 fn lone_decoy_worker(s: Arc<Soak>, k: usize, seed: u64) -> Res {
     let rng = |i: u64| Rng::new(seed ^ ((s.proc_id as u64 + 1) << 40), 100 + i);
     let handles = (0..s.words)
@@ -749,7 +750,13 @@ fn lone_decoy_worker(s: Arc<Soak>, k: usize, seed: u64) -> Res {
     }
     s.ctrl(CTRL_READY).fetch_add(1, SeqCst);
     let sc = Arc::clone(&s);
+    let sabotage = s.ctrl(CTRL_SABOTAGE).load(SeqCst) != 0;
     let r = match k % 4 {
+        // Under --sabotage, no blind canceller: a wait it cancels after a
+        // (possibly spurious) completion has its wake forwarded by the
+        // library (S3), which would heal the wakes the decoys swallow (on
+        // the thread backend often enough to hide them for the whole run).
+        _ if sabotage => Ok(()),
         0 => {
             let rt = ctx_err(
                 "tokio runtime",
@@ -977,6 +984,12 @@ pub fn run(opts: &Options, backend: BackendKind) -> Res {
             proc_id: p,
             targets: if lone_decoy {
                 soak.lone_words()
+            } else if opts.sabotage {
+                // The self-test leaves the lone words to the swallowing lone
+                // decoys: a cancelled general decoy's wait forwards the wake
+                // it consumed (S3) and would heal what they swallow.
+                let lone_words = soak.lone_words();
+                (0..words).filter(|g| !lone_words.contains(g)).collect()
             } else {
                 (0..words).collect()
             },
