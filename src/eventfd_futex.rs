@@ -159,7 +159,7 @@ impl EventFdFutex {
                 eventfd::drain(self.fd.as_fd())?;
                 Ok(true)
             }
-            Some(Armed::Kernel(waiter)) => match waiter.result() {
+            Some(Armed::Kernel(waiter)) => match Self::collect(waiter, self.fd.as_fd()) {
                 None => Ok(false),
                 Some(result) => {
                     waiter.settle_eventfd();
@@ -167,6 +167,29 @@ impl EventFdFutex {
                     result.map(|()| true)
                 }
             },
+        }
+    }
+
+    /// The armed wait's result, reaping its completion if the kernel has
+    /// posted it. If the eventfd is readable the kernel has written it, and
+    /// the completion that finishes the waiter is a moment away (posted
+    /// right after the write, perhaps on another CPU): wait for it rather
+    /// than report "pending" for a readable eventfd, which an
+    /// edge-triggered loop would never be told about again.
+    fn collect(waiter: &Waiter, fd: BorrowedFd<'_>) -> Option<io::Result<()>> {
+        waiter.progress();
+        if let Some(result) = waiter.result() {
+            return Some(result);
+        }
+        if waiter.ring.get().is_none() || !eventfd::is_readable(fd) {
+            return None;
+        }
+        loop {
+            std::thread::yield_now();
+            waiter.progress();
+            if let Some(result) = waiter.result() {
+                return Some(result);
+            }
         }
     }
 

@@ -18,7 +18,9 @@
 //! return `-ENOTRECOVERABLE`.
 //!
 //! Each case runs in a fork child (fault switches are process-wide; the
-//! child starts its own ring) under the child watchdog. The io_uring
+//! child starts its own ring) under the child watchdog, with
+//! `AFX_URING_SUBMIT=thread` so that every wait goes through the ring
+//! thread (by default the thread that arms an eventfd wait submits it). The io_uring
 //! backend is used whatever `AFX_BACKEND` says; where it cannot run, or in
 //! a release build (no fault injection), the tests print a SKIP.
 
@@ -76,6 +78,8 @@ fn in_child(test: &str, body: impl FnOnce() -> ChildResult + Send) {
         return;
     }
     fork_child(test, || {
+        // The child is single-threaded and its backend not started yet.
+        std::env::set_var("AFX_URING_SUBMIT", "thread");
         io(
             "select_backend(io_uring) in the child",
             select_backend(Some(BackendKind::IoUring)),

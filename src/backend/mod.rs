@@ -26,7 +26,7 @@ use crate::sys;
 use crate::waiter::{Outcome, Waiter};
 
 pub(crate) use self::thread::ThreadBackend;
-pub(crate) use self::uring::UringBackend;
+pub(crate) use self::uring::{CallerRing, UringBackend};
 
 /// Which mechanism serves async waits in this process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

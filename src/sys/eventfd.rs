@@ -48,3 +48,15 @@ pub(crate) fn drain(fd: BorrowedFd<'_>) -> io::Result<()> {
         Err(e) => Err(e),
     }
 }
+
+/// Whether the counter is non-zero (the fd polls readable). Never blocks.
+pub(crate) fn is_readable(fd: BorrowedFd<'_>) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    let ret = unsafe { libc::poll(&mut pfd, 1, 0) };
+    ret == 1 && pfd.revents & libc::POLLIN != 0
+}

@@ -10,17 +10,23 @@
 //! - io_uring_prep_futex_wait(3), `io_uring/futex.c`
 
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
+use io_uring::squeue::Flags;
 use io_uring::{opcode, types, IoUring, Probe};
 
 use super::futex::{futex2_flags, BITSET_MATCH_ANY};
 
-/// One io_uring instance, owned by one thread.
+/// One io_uring instance: owned by one thread ([`Ring::new`]), or shared
+/// under a lock and submitted to by its creator ([`Ring::new_shared`]).
 pub(crate) struct Ring {
     ring: IoUring,
 }
+
+/// What a linked eventfd write adds to the counter.
+static ONE: u64 = 1;
 
 impl Ring {
     /// Sets up a ring with `entries` submission slots and room for four times
@@ -37,14 +43,45 @@ impl Ring {
             .setup_single_issuer()
             .setup_defer_taskrun()
             .build(entries)?;
+        Self::checked(ring, &[opcode::FutexWait::CODE, opcode::AsyncCancel::CODE])
+    }
+
+    /// A ring for a submitter that is *not* a dedicated thread: any thread
+    /// may submit to it and reap it (callers serialise those with a lock),
+    /// and completions run as ordinary task_work on the thread that
+    /// submitted the request, which the kernel interrupts to run it (so a
+    /// completion interrupts that thread's `epoll_wait` with `EINTR`).
+    /// Checks `IORING_OP_FUTEX_WAIT`, `IORING_OP_ASYNC_CANCEL` and
+    /// `IORING_OP_WRITE` too.
+    ///
+    /// # Errors
+    /// As for [`new`](Self::new).
+    pub(crate) fn new_shared(entries: u32) -> io::Result<Ring> {
+        let ring = IoUring::builder()
+            .setup_cqsize(entries.saturating_mul(4))
+            .build(entries)?;
+        Self::checked(
+            ring,
+            &[
+                opcode::FutexWait::CODE,
+                opcode::AsyncCancel::CODE,
+                opcode::Write::CODE,
+            ],
+        )
+    }
+
+    fn checked(ring: IoUring, opcodes: &[u8]) -> io::Result<Ring> {
         let mut probe = Probe::new();
         ring.submitter().register_probe(&mut probe)?;
-        if !probe.is_supported(opcode::FutexWait::CODE)
-            || !probe.is_supported(opcode::AsyncCancel::CODE)
-        {
+        if opcodes.iter().any(|&code| !probe.is_supported(code)) {
             return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
         }
         Ok(Ring { ring })
+    }
+
+    /// The ring's file descriptor (for [`wait_for_completion`]).
+    pub(crate) fn fd(&self) -> RawFd {
+        self.ring.as_raw_fd()
     }
 
     fn push(&mut self, entry: io_uring::squeue::Entry) -> io::Result<()> {
@@ -85,9 +122,74 @@ impl Ring {
         self.push(entry)
     }
 
+    /// Queues a futex wait on `word` (as [`push_futex_wait`]) hard-linked
+    /// to a write of 1 to the non-blocking eventfd `eventfd`, tagged
+    /// `write_data`: the kernel makes the eventfd readable as soon as the
+    /// wait completes, however it completes (woken, `-EAGAIN`, cancelled),
+    /// with no thread of ours in between. A *hard* link, because a plain
+    /// link is severed by a failed wait and the write would never happen.
+    /// Both entries are queued or neither is.
+    ///
+    /// # Safety
+    /// `word` must stay mapped, and `eventfd` open, until the completion
+    /// for `write_data` has been reaped (it always comes, after the
+    /// wait's).
+    ///
+    /// [`push_futex_wait`]: Self::push_futex_wait
+    pub(crate) unsafe fn push_futex_wait_signalling(
+        &mut self,
+        word: *const AtomicU32,
+        expected: u32,
+        private: bool,
+        wait_data: u64,
+        eventfd: RawFd,
+        write_data: u64,
+    ) -> io::Result<()> {
+        let wait = opcode::FutexWait::new(
+            word.cast(),
+            u64::from(expected),
+            u64::from(BITSET_MATCH_ANY),
+            futex2_flags(private),
+        )
+        .build()
+        .flags(Flags::IO_HARDLINK)
+        .user_data(wait_data);
+        let write = opcode::Write::new(types::Fd(eventfd), (&ONE as *const u64).cast(), 8)
+            .build()
+            .user_data(write_data);
+        loop {
+            // SAFETY: the caller keeps the word mapped and the eventfd open
+            // until the write's completion; `ONE` is static.
+            if unsafe {
+                self.ring
+                    .submission()
+                    .push_multiple(&[wait.clone(), write.clone()])
+            }
+            .is_ok()
+            {
+                return Ok(());
+            }
+            self.ring.submit()?;
+        }
+    }
+
+    /// Hands what is queued to the kernel without waiting.
+    pub(crate) fn submit(&mut self) -> io::Result<usize> {
+        self.ring.submit()
+    }
+
     /// Queues a cancellation of the request tagged `target`.
     pub(crate) fn push_cancel(&mut self, target: u64, user_data: u64) -> io::Result<()> {
         let entry = opcode::AsyncCancel::new(target)
+            .build()
+            .user_data(user_data);
+        self.push(entry)
+    }
+
+    /// Queues a cancellation of every request in flight on this ring
+    /// (`IORING_ASYNC_CANCEL_ANY`, Linux 5.19+).
+    pub(crate) fn push_cancel_all(&mut self, user_data: u64) -> io::Result<()> {
+        let entry = opcode::AsyncCancel2::new(types::CancelBuilder::any())
             .build()
             .user_data(user_data);
         self.push(entry)
@@ -129,5 +231,33 @@ impl Ring {
                 break;
             }
         }
+    }
+}
+
+/// Sleeps until the ring `fd` has a completion to reap, or `timeout`
+/// passes, or a signal arrives; runs the calling thread's pending io_uring
+/// task_work on the way. Submits nothing, so it needs no lock on the
+/// ring's queues: one thread may sleep here while another pushes.
+pub(crate) fn wait_for_completion(fd: RawFd, timeout: Duration) {
+    const IORING_ENTER_GETEVENTS: libc::c_uint = 1;
+    const IORING_ENTER_EXT_ARG: libc::c_uint = 8;
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // struct io_uring_getevents_arg: no signal mask, this timeout.
+    let arg: [u64; 3] = [0, 0, &ts as *const libc::timespec as u64];
+    // SAFETY: `arg` and `ts` outlive the call; the kernel only reads them.
+    // A failure (ETIME, EINTR, …) just ends the sleep: callers re-check.
+    unsafe {
+        libc::syscall(
+            libc::SYS_io_uring_enter,
+            fd,
+            0u32,
+            1u32,
+            IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG,
+            arg.as_ptr(),
+            std::mem::size_of_val(&arg),
+        );
     }
 }

@@ -33,12 +33,12 @@ mod loom_tests;
 use std::io;
 use std::os::fd::{BorrowedFd, RawFd};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::Waker;
 
 use self::state::{Effects, Forward, State};
-use crate::backend::{self, Backend};
+use crate::backend::{self, Backend, CallerRing};
 use crate::sys::eventfd;
 use crate::word::Word;
 
@@ -64,8 +64,16 @@ pub(crate) struct Waiter {
     state: State,
     sink: Sink,
     backend: &'static Backend,
-    /// Free for the backend's routing (the thread backend's helper index).
+    /// Free for the backend's routing (the thread backend's helper index,
+    /// the io_uring wait's result until its linked write completes).
     pub(crate) route: AtomicUsize,
+    /// The ring the arming thread submitted the wait to, if it did
+    /// (io_uring, caller-submitted waits): where to reap and cancel it.
+    pub(crate) ring: OnceLock<Arc<CallerRing>>,
+    /// The kernel wrote the eventfd sink itself (a linked write), so
+    /// delivery has nothing left to do, and a cancelled wait's write must
+    /// be drained.
+    kernel_signalled: AtomicBool,
 }
 
 impl Waiter {
@@ -83,6 +91,8 @@ impl Waiter {
             sink,
             backend,
             route: AtomicUsize::new(0),
+            ring: OnceLock::new(),
+            kernel_signalled: AtomicBool::new(false),
         });
         word.wait_started();
         backend.submit(Arc::clone(&waiter));
@@ -95,6 +105,35 @@ impl Waiter {
 
     pub(crate) fn expected(&self) -> u32 {
         self.expected
+    }
+
+    /// The eventfd this wait announces its completion on, if any.
+    pub(crate) fn eventfd(&self) -> Option<RawFd> {
+        match self.sink {
+            Sink::EventFd(fd) => Some(fd),
+            Sink::Task(_) => None,
+        }
+    }
+
+    /// Backend side, before [`finish`](Self::finish): the kernel has
+    /// written the eventfd sink already.
+    pub(crate) fn set_kernel_signalled(&self) {
+        self.kernel_signalled.store(true, Ordering::Relaxed);
+    }
+
+    fn kernel_signalled(&self) -> bool {
+        self.kernel_signalled.load(Ordering::Relaxed)
+    }
+
+    /// Consumer side: collects a completion that may be waiting to be
+    /// reaped (caller-submitted io_uring waits are finished by whoever
+    /// reaps their ring). Cheap when there is none.
+    pub(crate) fn progress(&self) {
+        if let Some(ring) = self.ring.get() {
+            if !self.is_inherited() {
+                ring.reap();
+            }
+        }
     }
 
     /// Whether this wait belongs to a parent process: armed before a
@@ -210,8 +249,16 @@ impl Effects for Arc<Waiter> {
                 }
             }
             Sink::EventFd(fd) => {
-                let _ = eventfd::signal(Waiter::borrow(*fd));
+                if !self.kernel_signalled() {
+                    let _ = eventfd::signal(Waiter::borrow(*fd));
+                }
             }
+        }
+    }
+
+    fn discard(&self) {
+        if self.kernel_signalled() {
+            self.drain();
         }
     }
 

@@ -74,6 +74,10 @@ pub(crate) trait Effects {
     fn deliver(&self);
     /// Leaves the sink without stale readiness (drains an eventfd).
     fn drain(&self);
+    /// The completion will not be delivered (the consumer gave up first):
+    /// undoes what the kernel announced by itself, if anything (drains an
+    /// eventfd the kernel wrote through a linked write).
+    fn discard(&self);
     /// Asks the backend to remove the kernel wait, which it then finishes.
     /// `false` if no backend of this process serves it (armed before a
     /// `fork`): nothing will finish it here.
@@ -137,6 +141,8 @@ impl State {
         fx.wait_finished();
         if prev & CANCEL == 0 {
             fx.deliver();
+        } else {
+            fx.discard();
         }
         self.bits.fetch_or(DELIVERED, Ordering::Release);
         if prev & CANCEL != 0 {

@@ -27,9 +27,14 @@ int main(void)
     *word = 1;
     *local = 1;
 
-    /* The backend is started (t_start): its own fds and threads exist now. */
+    /* The backend is started (t_start): its own fds and threads exist now.
+     * One arm and cancel gives this thread its io_uring ring too (with the
+     * io_uring backend, a thread that arms a wait submits it on a ring of
+     * its own: one fd per arming thread, kept until the thread exits). */
     afx_t *waker = afx_new(word, 0);
     CHECK_NOT_NULL(waker);
+    CHECK_EQ(afx_wait_async(waker, 1), 0);
+    CHECK_EQ(afx_cancel(waker), 0);
     int fds_before = t_open_fds();
     int threads_before = t_threads();
     int max_threads = threads_before;

@@ -1,14 +1,24 @@
-//! The io_uring backend: every wait is an `IORING_OP_FUTEX_WAIT` on one
-//! process-wide ring, served by one library thread.
+//! The io_uring backend: every wait is an `IORING_OP_FUTEX_WAIT`.
 //!
-//! Why one thread: a futex wait's completion runs as task_work on the thread
-//! that *submitted* it. If user threads submitted, a completion would
-//! interrupt their `epoll_wait` (`EINTR`), be delayed while they compute, and
-//! turn into `-ECANCELED` when they exit. The ring thread is the only
-//! submitter, sleeps in `io_uring_enter(GETEVENTS)`, and never exits, so none
-//! of that reaches the user. Arming and cancelling from any thread push an
-//! [`Op`] on a queue and ring a *doorbell*: a private futex word on which the
-//! ring thread always keeps a `FUTEX_WAIT` queued.
+//! Two ways to submit it:
+//! - **From the arming thread** ([`caller`]), for waits announced on an
+//!   eventfd (the C API): the thread submits on a ring of its own, linked
+//!   to a kernel write of the eventfd, so a wake reaches the event loop
+//!   with no library thread in between. The default; see [`caller`] for
+//!   what it costs (an `EINTR` in the arming thread's `epoll_wait`).
+//! - **From the ring thread** (this module), for every other wait (Rust
+//!   futures), for every wait when `AFX_URING_SUBMIT=thread`, and when a
+//!   thread cannot get a ring of its own. A completion runs as task_work on
+//!   the thread that *submitted* it; the ring thread is the only submitter
+//!   to its ring, sleeps in `io_uring_enter(GETEVENTS)` and never exits, so
+//!   no completion interrupts, waits for or is cancelled with a user
+//!   thread. Arming and cancelling from any thread push an [`Op`] on a
+//!   queue and ring a *doorbell*: a private futex word on which the ring
+//!   thread always keeps a `FUTEX_WAIT` queued.
+
+mod caller;
+
+pub(crate) use self::caller::CallerRing;
 
 use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -38,6 +48,25 @@ enum Op {
 pub(crate) struct UringBackend {
     queue: Mutex<Vec<Op>>,
     doorbell: AtomicU32,
+    /// Eventfd waits are submitted by the arming thread ([`caller`]).
+    caller_submits: bool,
+}
+
+/// Whether `AFX_URING_SUBMIT` lets arming threads submit their own eventfd
+/// waits (`caller`, the default) or sends every wait through the ring
+/// thread (`thread`).
+fn caller_submits() -> io::Result<bool> {
+    match std::env::var("AFX_URING_SUBMIT") {
+        Err(_) => Ok(true),
+        Ok(value) => match value.trim().to_ascii_lowercase().as_str() {
+            "" | "caller" => Ok(true),
+            "thread" => Ok(false),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("AFX_URING_SUBMIT={value:?}: expected \"caller\" or \"thread\""),
+            )),
+        },
+    }
 }
 
 impl UringBackend {
@@ -45,6 +74,7 @@ impl UringBackend {
     /// work here. The backend is allocated (and leaked, like every backend)
     /// only once that proof is in, so a failed start leaves nothing behind.
     pub(super) fn start() -> io::Result<&'static Backend> {
+        let caller_submits = caller_submits()?;
         let (ready_tx, ready_rx) = mpsc::channel();
         let (backend_tx, backend_rx) = mpsc::channel::<&'static UringBackend>();
         let thread = thread::spawn(
@@ -71,6 +101,7 @@ impl UringBackend {
         let backend = leak(Backend::IoUring(UringBackend {
             queue: Mutex::new(Vec::new()),
             doorbell: AtomicU32::new(0),
+            caller_submits,
         }));
         let Backend::IoUring(this) = backend else {
             unreachable!()
@@ -81,11 +112,21 @@ impl UringBackend {
     }
 
     pub(super) fn submit(&self, waiter: Arc<Waiter>) {
+        let waiter = match waiter.eventfd() {
+            Some(fd) if self.caller_submits => match CallerRing::arm(waiter, fd) {
+                Ok(()) => return,
+                Err(waiter) => waiter,
+            },
+            _ => waiter,
+        };
         self.push(Op::Arm(waiter));
     }
 
     pub(super) fn cancel(&self, waiter: &Arc<Waiter>) {
-        self.push(Op::Cancel(Arc::clone(waiter)));
+        match waiter.ring.get() {
+            Some(ring) => ring.cancel(waiter),
+            None => self.push(Op::Cancel(Arc::clone(waiter))),
+        }
     }
 
     fn push(&self, op: Op) {
