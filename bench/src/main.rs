@@ -888,12 +888,12 @@ fn print_report(r: &Report) {
     if !r.targets.is_empty() {
         println!("\nDESIGN §6 targets (ratios against the same run's baselines)");
         println!(
-            "  {:<78} {:>20} {:>10}  met?",
+            "  {:<86} {:>20} {:>10}  met?",
             "target", "limit", "measured"
         );
         for t in &r.targets {
             println!(
-                "  {:<78} {:>20} {:>10}  {}",
+                "  {:<86} {:>20} {:>10}  {}",
                 t.target,
                 t.limit,
                 t.measured,
