@@ -13,6 +13,7 @@ use asyncfutex::{BackendKind, EventFdFutex, SharedMemory};
 use serde::{Deserialize, Serialize};
 
 use crate::sys;
+use crate::via::{Submit, Via};
 
 /// One fast-path figure.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -21,6 +22,9 @@ pub struct FastPath {
     pub label: String,
     /// `None` for backend-independent baselines.
     pub backend: Option<String>,
+    /// io_uring submit mode (`AFX_URING_SUBMIT`); `None` otherwise.
+    #[serde(default)]
+    pub submit: Option<String>,
     pub iterations: u64,
     pub ns_per_op: f64,
     /// Syscalls on the calling thread per operation, from the code path.
@@ -50,6 +54,7 @@ pub fn baselines(cheap: u64) -> Result<Vec<FastPath>, String> {
             id: id.into(),
             label: label.into(),
             backend: None,
+            submit: None,
             iterations: cheap,
             ns_per_op: ns,
             syscalls: syscalls.into(),
@@ -135,11 +140,13 @@ pub fn baselines(cheap: u64) -> Result<Vec<FastPath>, String> {
     Ok(out)
 }
 
-/// The library's fast paths on `kind`, in a fresh process pinned to CPU 0.
-pub fn library(kind: BackendKind, cheap: u64, arms: u64) -> Result<Vec<FastPath>, String> {
+/// The library's fast paths on `via`, in a fresh process pinned to CPU 0
+/// (call inside [`sys::isolated`]).
+pub fn library(via: Via, cheap: u64, arms: u64) -> Result<Vec<FastPath>, String> {
+    via.set_env();
     let run = || -> std::io::Result<Vec<FastPath>> {
         sys::pin(0);
-        asyncfutex::select_backend(Some(kind))?;
+        via.select()?;
         let mem = Arc::new(SharedMemory::anonymous(4096)?);
         let futex = mem.futex(0)?;
         futex.word().store(1, Ordering::SeqCst);
@@ -148,7 +155,8 @@ pub fn library(kind: BackendKind, cheap: u64, arms: u64) -> Result<Vec<FastPath>
             out.push(FastPath {
                 id: id.into(),
                 label: label.into(),
-                backend: Some(kind.name().into()),
+                backend: Some(via.backend().into()),
+                submit: via.submit_name().map(String::from),
                 iterations,
                 ns_per_op: ns,
                 syscalls: syscalls.into(),
@@ -198,8 +206,13 @@ pub fn library(kind: BackendKind, cheap: u64, arms: u64) -> Result<Vec<FastPath>
         if let Some(e) = err {
             return Err(e);
         }
-        let hops = match kind {
-            BackendKind::IoUring => {
+        let hops = match (via.kind, via.submit) {
+            (BackendKind::IoUring, Some(Submit::Caller)) => {
+                "AFX_URING_SUBMIT=caller: the arming thread submits to its own ring \
+                 (io_uring_enter on arm and on cancel; a library without the mode \
+                 behaves as thread)"
+            }
+            (BackendKind::IoUring, _) => {
                 "caller: FUTEX_WAKE doorbell on arm and on cancel, FUTEX_WAIT until the \
                  ring thread delivers; ring thread: io_uring_enter for submit and cancel"
             }

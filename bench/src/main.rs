@@ -12,17 +12,18 @@ mod scale;
 mod svg;
 mod sys;
 mod throughput;
+mod via;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use asyncfutex::BackendKind;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use pingpong::{Mech, Rt};
+use pingpong::{Mech, Order, Rt};
+use via::Via;
 
 struct Config {
     quick: bool,
@@ -102,7 +103,6 @@ impl Config {
     }
 }
 
-const BACKENDS: [BackendKind; 2] = [BackendKind::IoUring, BackendKind::Thread];
 const TIMEOUT: Duration = Duration::from_secs(180);
 
 #[derive(Serialize)]
@@ -117,6 +117,14 @@ struct Latency {
     placement: &'static str,
     id: String,
     label: String,
+    /// `arm_first` / `natural` for the asyncfutex rows (see
+    /// `pingpong::Order`); `None` for mechanisms without an arming step,
+    /// whose one figure is the baseline for both orders.
+    order: Option<&'static str>,
+    /// asyncfutex backend (`io_uring`, `thread`) of the asyncfutex rows.
+    backend: Option<&'static str>,
+    /// io_uring submit mode (`caller`, `thread`: `AFX_URING_SUBMIT`).
+    submit: Option<&'static str>,
     rounds: usize,
     cpus_seen: Option<(i32, i32)>,
     median_ns: Option<u64>,
@@ -125,6 +133,11 @@ struct Latency {
     min_ns: Option<u64>,
     mean_ns: Option<f64>,
     ratio_to_raw: Option<f64>,
+    /// The non-asyncfutex mechanism an asyncfutex row is compared with
+    /// (`eventfd_epoll`, `tokio_eventfd_ct`, `tokio_eventfd_mt`), and the
+    /// ratio of medians against it (same run, same placement).
+    base: Option<String>,
+    ratio_to_base: Option<f64>,
     /// Context switches of the measuring process's threads per round trip.
     ctx_switches_a: Option<f64>,
     error: Option<String>,
@@ -202,6 +215,10 @@ fn latency_of(
         placement,
         id: mech.id(),
         label: mech.label(),
+        order: mech.order().map(Order::name),
+        backend: mech.via().map(Via::backend),
+        submit: mech.via().and_then(Via::submit_name),
+        base: mech.base().map(Mech::id),
         ..Default::default()
     };
     match r {
@@ -273,20 +290,34 @@ fn verify_value(v: &serde_json::Value) -> Vec<String> {
     let latency = v["latency"].as_array().cloned().unwrap_or_default();
     for p in &placements {
         for mech in Mech::all() {
+            let id = mech.id();
             let found = latency
                 .iter()
-                .find(|l| l["placement"] == p.as_str() && l["id"] == mech.id().as_str());
-            match found {
-                None => problems.push(format!("latency {p} {}: missing", mech.id())),
-                Some(l) => {
-                    for k in ["median_ns", "p99_ns", "p999_ns"] {
-                        if num(l, k).is_none() {
-                            problems.push(format!(
-                                "latency {p} {}: no {k} ({})",
-                                mech.id(),
-                                l["error"]
-                            ));
-                        }
+                .find(|l| l["placement"] == p.as_str() && l["id"] == id.as_str());
+            let Some(l) = found else {
+                problems.push(format!("latency {p} {id}: missing"));
+                continue;
+            };
+            for k in ["median_ns", "p99_ns", "p999_ns", "ctx_switches_a"] {
+                if num(l, k).is_none() {
+                    problems.push(format!("latency {p} {id}: no {k} ({})", l["error"]));
+                }
+            }
+            if l["order"].as_str() != mech.order().map(Order::name) {
+                problems.push(format!("latency {p} {id}: order {}", l["order"]));
+            }
+            if let Some(via) = mech.via() {
+                if l["backend"].as_str() != Some(via.backend())
+                    || l["submit"].as_str() != via.submit_name()
+                {
+                    problems.push(format!(
+                        "latency {p} {id}: backend {} submit {}",
+                        l["backend"], l["submit"]
+                    ));
+                }
+                for k in ["ratio_to_raw", "ratio_to_base"] {
+                    if num(l, k).is_none() {
+                        problems.push(format!("latency {p} {id}: no {k}"));
                     }
                 }
             }
@@ -308,33 +339,40 @@ fn verify_value(v: &serde_json::Value) -> Vec<String> {
             problems.push(format!("fastpath {id}: missing"));
         }
     }
-    for kind in BACKENDS {
+    let is_via = |x: &serde_json::Value, via: Via| {
+        x["backend"].as_str() == Some(via.backend()) && x["submit"].as_str() == via.submit_name()
+    };
+    for via in via::ALL {
+        let name = via.label();
         for id in [
             "wait_async_stale",
             "wake_nowaiter",
             "arm_cancel",
             "arm_stale_ack",
         ] {
-            if !fast.iter().any(|f| {
-                f["id"] == id && f["backend"] == kind.name() && num(f, "ns_per_op").is_some()
-            }) {
-                problems.push(format!("fastpath {id} {kind}: missing"));
+            if !fast
+                .iter()
+                .any(|f| f["id"] == id && is_via(f, via) && num(f, "ns_per_op").is_some())
+            {
+                problems.push(format!("fastpath {id} {name}: missing"));
             }
         }
         for mode in ["one_word", "n_words"] {
             for n in [1u32, 100, 1_000, 10_000] {
                 let ok = v["scale"].as_array().is_some_and(|a| {
                     a.iter().any(|s| {
-                        s["backend"] == kind.name()
+                        is_via(s, via)
                             && s["mode"] == mode
                             && s["n"] == n
                             && s["resumed"] == n
                             && num(s, "arm_ms").is_some()
                             && num(s, "resume_ms").is_some()
+                            && num(s, "rss_per_wait").is_some()
+                            && s["threads"].as_u64().is_some_and(|t| t >= 1)
                     })
                 });
                 if !ok {
-                    problems.push(format!("scale {kind} {mode} n={n}: missing or incomplete"));
+                    problems.push(format!("scale {name} {mode} n={n}: missing or incomplete"));
                 }
             }
         }
@@ -351,8 +389,20 @@ fn verify_value(v: &serde_json::Value) -> Vec<String> {
             }
         }
     }
-    if v["targets"].as_array().is_none_or(|t| t.is_empty()) {
-        problems.push("no §6 targets".into());
+    match v["targets"].as_array() {
+        None => problems.push("no §6 targets".into()),
+        Some(t) if t.is_empty() => problems.push("no §6 targets".into()),
+        Some(t) => {
+            for x in t {
+                let ok = ["target", "limit", "measured"]
+                    .iter()
+                    .all(|k| x[*k].is_string())
+                    && (x["met"].is_boolean() || x["met"].is_null());
+                if !ok {
+                    problems.push(format!("malformed target {x}"));
+                }
+            }
+        }
     }
     problems
 }
@@ -444,11 +494,19 @@ fn main() -> ExitCode {
                 .iter()
                 .find(|l| l.placement == p.name && l.id == "raw_futex")
                 .and_then(|l| l.median_ns);
+            let medians: BTreeMap<String, u64> = latency
+                .iter()
+                .filter(|l| l.placement == p.name)
+                .filter_map(|l| Some((l.id.clone(), l.median_ns?)))
+                .collect();
+            let ratio = |m: Option<u64>, d: Option<u64>| match (m, d) {
+                (Some(m), Some(d)) if d > 0 => Some(m as f64 / d as f64),
+                _ => None,
+            };
             for l in latency.iter_mut().filter(|l| l.placement == p.name) {
-                l.ratio_to_raw = match (l.median_ns, raw) {
-                    (Some(m), Some(r)) if r > 0 => Some(m as f64 / r as f64),
-                    _ => None,
-                };
+                l.ratio_to_raw = ratio(l.median_ns, raw);
+                let base = l.base.as_ref().and_then(|b| medians.get(b).copied());
+                l.ratio_to_base = ratio(l.median_ns, base);
             }
         }
     }
@@ -463,12 +521,12 @@ fn main() -> ExitCode {
             Ok(v) => fast.extend(v),
             Err(e) => fast_errors.push(format!("baselines: {e}")),
         }
-        for kind in BACKENDS {
-            eprintln!("fastpath {kind}");
+        for v in via::ALL {
+            eprintln!("fastpath {}", v.label());
             let arms = cfg.arm_iters;
-            match sys::isolated(TIMEOUT, move || fastpath::library(kind, cheap, arms)) {
-                Ok(v) => fast.extend(v),
-                Err(e) => fast_errors.push(format!("{kind}: {e}")),
+            match sys::isolated(TIMEOUT, move || fastpath::library(v, cheap, arms)) {
+                Ok(r) => fast.extend(r),
+                Err(e) => fast_errors.push(format!("{}: {e}", v.label())),
             }
         }
     }
@@ -481,15 +539,14 @@ fn main() -> ExitCode {
         // figure is reported.
         let mut runs: BTreeMap<(usize, bool, u32), Vec<scale::ScaleResult>> = BTreeMap::new();
         for rep in 0..cfg.scale_repeats {
-            for (ki, kind) in BACKENDS.into_iter().enumerate() {
+            for (vi, v) in via::ALL.into_iter().enumerate() {
                 for n_words in [false, true] {
                     for &n in &cfg.scale_ns {
-                        eprintln!("scale {kind} n_words={n_words} n={n} (repeat {})", rep + 1);
-                        match sys::isolated(TIMEOUT, move || scale::measure(kind, n_words, n)) {
-                            Ok(r) => runs.entry((ki, n_words, n)).or_default().push(r),
-                            Err(e) => {
-                                scale_errors.push(format!("{kind} n_words={n_words} n={n}: {e}"))
-                            }
+                        let what = format!("{} n_words={n_words} n={n}", v.label());
+                        eprintln!("scale {what} (repeat {})", rep + 1);
+                        match sys::isolated(TIMEOUT, move || scale::measure(v, n_words, n)) {
+                            Ok(r) => runs.entry((vi, n_words, n)).or_default().push(r),
+                            Err(e) => scale_errors.push(format!("{what}: {e}")),
                         }
                     }
                 }
@@ -497,7 +554,7 @@ fn main() -> ExitCode {
             for &n in &cfg.scale_ns {
                 eprintln!("scale control tokio Notify n={n} (repeat {})", rep + 1);
                 match sys::isolated(TIMEOUT, move || scale::control(n)) {
-                    Ok(r) => runs.entry((BACKENDS.len(), false, n)).or_default().push(r),
+                    Ok(r) => runs.entry((via::ALL.len(), false, n)).or_default().push(r),
                     Err(e) => scale_errors.push(format!("tokio Notify control n={n}: {e}")),
                 }
             }
@@ -566,103 +623,148 @@ fn main() -> ExitCode {
     }
 }
 
-fn median(latency: &[Latency], placement: &str, id: &str) -> Option<f64> {
+fn find<'a>(latency: &'a [Latency], placement: &str, mech: Mech) -> Option<&'a Latency> {
+    let id = mech.id();
     latency
         .iter()
         .find(|l| l.placement == placement && l.id == id)
-        .and_then(|l| l.median_ns)
-        .map(|v| v as f64)
 }
 
+/// Issue 13's targets (DESIGN §6), each against a baseline of the same run.
+/// A missed target is reported, never an error.
 fn targets(
     latency: &[Latency],
     fast: &[fastpath::FastPath],
     scale: &[scale::ScaleResult],
 ) -> Vec<Target> {
     let mut out = Vec::new();
-    let mut ratio = |target: String, limit: f64, num: Option<f64>, den: Option<f64>| {
-        let r = match (num, den) {
-            (Some(n), Some(d)) if d > 0.0 => Some(n / d),
-            _ => None,
-        };
+    let mut push = |target: String, limit: String, measured: String, met: Option<bool>| {
         out.push(Target {
             target,
-            limit: format!("<= {limit:.2}x"),
-            measured: r.map_or("-".into(), |r| format!("{r:.2}x")),
-            met: r.map(|r| r <= limit),
-        });
+            limit,
+            measured,
+            met,
+        })
     };
-    for (kind, same_limit) in [("io_uring", 2.0), ("thread", 4.0)] {
-        let id = format!("afx_epoll_{kind}");
-        ratio(
-            format!("afx epoll round trip, {kind}, same CPU / raw futex"),
-            same_limit,
-            median(latency, "same_cpu", &id),
-            median(latency, "same_cpu", "raw_futex"),
-        );
-        ratio(
-            format!("afx epoll round trip, {kind}, across CPUs / raw futex"),
-            1.15,
-            median(latency, "cross_cpu", &id),
-            median(latency, "cross_cpu", "raw_futex"),
-        );
-    }
-    for placement in ["same_cpu", "cross_cpu"] {
-        for (rt, rt_id) in [(Rt::CurrentThread, "ct"), (Rt::MultiThread, "mt")] {
-            let _ = rt;
-            for kind in ["io_uring", "thread"] {
-                ratio(
-                    format!("tokio {rt_id} afx {kind} / tokio AsyncFd eventfd, {placement}"),
-                    1.3,
-                    median(latency, placement, &format!("afx_tokio_{rt_id}_{kind}")),
-                    median(latency, placement, &format!("tokio_eventfd_{rt_id}")),
+    let placement_label = |p: &str| {
+        if p == "same_cpu" {
+            "same CPU"
+        } else {
+            "across CPUs"
+        }
+    };
+    let mut ratio_target = |target: String, limit: f64, r: Option<f64>| {
+        push(
+            target,
+            format!("<= {limit:.2}x"),
+            r.map_or("-".into(), |r| format!("{r:.2}x")),
+            r.map(|r| r <= limit),
+        )
+    };
+
+    // C API pattern (EventFdFutex + epoll) against raw futex, both orders.
+    for via in via::ALL {
+        let same_limit = if via.kind == asyncfutex::BackendKind::IoUring {
+            2.5
+        } else {
+            4.0
+        };
+        for (placement, limit) in [("same_cpu", same_limit), ("cross_cpu", 1.15)] {
+            for order in Order::ALL {
+                let mech = Mech::AfxEpoll(via, order);
+                ratio_target(
+                    format!(
+                        "{}, {}, {} / raw futex",
+                        mech.short_label(),
+                        order.label(),
+                        placement_label(placement)
+                    ),
+                    limit,
+                    find(latency, placement, mech).and_then(|l| l.ratio_to_raw),
                 );
             }
         }
     }
-    for f in fast.iter().filter(|f| f.id == "wait_async_stale") {
-        out.push(Target {
-            target: format!(
-                "wait_async stale first poll, {} (no syscall by code path)",
-                f.backend.as_deref().unwrap_or("-")
+    // tokio wait_async against tokio's AsyncFd on an eventfd, same CPU.
+    for rt in [Rt::CurrentThread, Rt::MultiThread] {
+        for via in via::ALL {
+            for order in Order::ALL {
+                let mech = Mech::AfxTokio(rt, via, order);
+                ratio_target(
+                    format!(
+                        "{}, {}, same CPU / tokio AsyncFd eventfd",
+                        mech.short_label(),
+                        order.label()
+                    ),
+                    1.3,
+                    find(latency, "same_cpu", mech).and_then(|l| l.ratio_to_base),
+                );
+            }
+        }
+    }
+    // Context switches of the measuring process per round trip, io_uring.
+    let mut cs_mechs = Vec::new();
+    for via in via::ALL.into_iter().filter(|v| v.submit.is_some()) {
+        for order in Order::ALL {
+            cs_mechs.push(Mech::AfxEpoll(via, order));
+            for rt in [Rt::CurrentThread, Rt::MultiThread] {
+                cs_mechs.push(Mech::AfxTokio(rt, via, order));
+            }
+        }
+    }
+    for mech in cs_mechs {
+        let cs = find(latency, "same_cpu", mech).and_then(|l| l.ctx_switches_a);
+        push(
+            format!(
+                "ctx switches/round trip, {}, {}, same CPU",
+                mech.short_label(),
+                mech.order().map_or("-", Order::label)
             ),
-            limit: "< 50 ns".into(),
-            measured: format!("{:.1} ns", f.ns_per_op),
-            met: Some(f.ns_per_op < 50.0),
-        });
+            "1.0-1.5 (<= 1.5)".into(),
+            cs.map_or("-".into(), |c| format!("{c:.2}")),
+            cs.map(|c| c <= 1.5),
+        );
+    }
+    for f in fast.iter().filter(|f| f.id == "wait_async_stale") {
+        push(
+            format!(
+                "wait_async stale first poll, {} (no syscall by code path)",
+                via::label_of(f.backend.as_deref().unwrap_or("-"), f.submit.as_deref())
+            ),
+            "< 50 ns".into(),
+            format!("{:.1} ns", f.ns_per_op),
+            Some(f.ns_per_op < 50.0),
+        );
     }
     for s in scale
         .iter()
         .filter(|s| s.n == 10_000 && s.backend != "tokio_notify")
     {
-        let what = format!("10,000 waits, {}, {}", s.backend, s.mode);
-        let mut push = |t: String, limit: &str, measured: String, met: bool| {
-            out.push(Target {
-                target: t,
-                limit: limit.into(),
-                measured,
-                met: Some(met),
-            })
-        };
+        let what = format!(
+            "10,000 waits, {}, {}",
+            via::label_of(&s.backend, s.submit.as_deref()),
+            s.mode
+        );
         push(
             format!("{what}: arm"),
-            "<= 10 ms",
+            "<= 10 ms".into(),
             format!("{:.2} ms", s.arm_ms),
-            s.arm_ms <= 10.0,
+            Some(s.arm_ms <= 10.0),
         );
         push(
             format!("{what}: wake-all to all resumed"),
-            "<= 20 ms",
+            "<= 20 ms".into(),
             format!("{:.2} ms", s.resume_ms),
-            s.resume_ms <= 20.0,
+            Some(s.resume_ms <= 20.0),
         );
         let per = s.rss_per_wait.max(0.0) + s.kernel_per_wait.max(0.0);
         push(
             format!("{what}: memory per wait (user + kernel)"),
-            "<= 1024 B",
+            "<= 1024 B".into(),
             format!("{per:.0} B"),
-            per <= 1024.0,
+            Some(per <= 1024.0),
         );
+        // The runtime's own thread is the 1 of a current-thread runtime.
         let lib_threads = s.threads.saturating_sub(1);
         let (limit, ok) = if s.backend == "io_uring" {
             ("<= 1 library thread".to_string(), lib_threads <= 1)
@@ -672,9 +774,9 @@ fn targets(
         };
         push(
             format!("{what}: library threads"),
-            &limit,
+            limit,
             format!("{lib_threads}"),
-            ok,
+            Some(ok),
         );
     }
     out
@@ -687,16 +789,16 @@ fn print_report(r: &Report) {
             p.name, p.label
         );
         println!(
-            "  {:<52} {:>8} {:>8} {:>8} {:>7} {:>6}  cpus",
+            "  {:<74} {:>8} {:>8} {:>8} {:>7} {:>6}  cpus",
             "mechanism", "median", "p99", "p99.9", "x raw", "cs/rt"
         );
         for l in r.latency.iter().filter(|l| l.placement == p.name) {
             if let Some(e) = &l.error {
-                println!("  {:<52} FAILED: {e}", l.label);
+                println!("  {:<74} FAILED: {e}", l.label);
                 continue;
             }
             println!(
-                "  {:<52} {:>8} {:>8} {:>8} {:>7} {:>6.1}  {:?}",
+                "  {:<74} {:>8} {:>8} {:>8} {:>7} {:>6.2}  {:?}",
                 l.label,
                 us(l.median_ns),
                 us(l.p99_ns),
@@ -706,18 +808,21 @@ fn print_report(r: &Report) {
                 l.cpus_seen.unwrap_or((-1, -1)),
             );
         }
+        print_orders(r, p);
     }
     if !r.fastpath.is_empty() || !r.fastpath_errors.is_empty() {
         println!("\nFast paths (process pinned to CPU 0)");
         println!(
-            "  {:<44} {:>9} {:>10}  syscalls (from the code path)",
+            "  {:<44} {:>17} {:>10}  syscalls (from the code path)",
             "operation", "backend", "ns/op"
         );
         for f in &r.fastpath {
             println!(
-                "  {:<44} {:>9} {:>10.1}  {}",
+                "  {:<44} {:>17} {:>10.1}  {}",
                 f.label,
-                f.backend.as_deref().unwrap_or("-"),
+                f.backend
+                    .as_deref()
+                    .map_or("-".into(), |b| via::label_of(b, f.submit.as_deref())),
                 f.ns_per_op,
                 f.syscalls
             );
@@ -732,7 +837,7 @@ fn print_report(r: &Report) {
              (tokio_notify: in-process control, no kernel)"
         );
         println!(
-            "  {:<9} {:<9} {:>6} {:>9} {:>10} {:>10} {:>9} {:>11} {:>8}",
+            "  {:<17} {:<10} {:>6} {:>9} {:>10} {:>11} {:>9} {:>11} {:>8}",
             "backend",
             "mode",
             "N",
@@ -745,8 +850,8 @@ fn print_report(r: &Report) {
         );
         for s in &r.scale {
             println!(
-                "  {:<9} {:<9} {:>6} {:>9.2} {:>10.2} {:>10.2} {:>9.0} {:>11.0} {:>8}",
-                s.backend,
+                "  {:<17} {:<10} {:>6} {:>9.2} {:>10.2} {:>11.2} {:>9.0} {:>11.0} {:>8}",
+                via::label_of(&s.backend, s.submit.as_deref()),
                 s.mode,
                 s.n,
                 s.arm_ms,
@@ -783,27 +888,84 @@ fn print_report(r: &Report) {
     if !r.targets.is_empty() {
         println!("\nDESIGN §6 targets (ratios against the same run's baselines)");
         println!(
-            "  {:<66} {:>22} {:>10}  met?",
+            "  {:<86} {:>20} {:>10}  met?",
             "target", "limit", "measured"
         );
         for t in &r.targets {
             println!(
-                "  {:<66} {:>22} {:>10}  {}",
+                "  {:<86} {:>20} {:>10}  {}",
                 t.target,
                 t.limit,
                 t.measured,
                 match t.met {
-                    Some(true) => "yes",
-                    Some(false) => "NO",
-                    None => "n/a",
+                    Some(true) => "met",
+                    Some(false) => "MISSED",
+                    None => "n/a (not measured)",
                 }
             );
         }
+        let met = r.targets.iter().filter(|t| t.met == Some(true)).count();
+        let missed = r.targets.iter().filter(|t| t.met == Some(false)).count();
+        println!(
+            "  {met} met, {missed} missed, {} not measured",
+            r.targets.len() - met - missed
+        );
     }
     println!(
         "\nloadavg at start {:?}, at end {:?}; {:.0} s",
         r.loadavg_start, r.loadavg_end, r.elapsed_s
     );
+}
+
+/// The asyncfutex rows of one placement with their two arming orders side
+/// by side.
+fn print_orders(r: &Report, p: &Placement) {
+    let row = |mech: Mech| {
+        let id = mech.id();
+        r.latency
+            .iter()
+            .find(|l| l.placement == p.name && l.id == id)
+    };
+    let pairs: Vec<(Mech, Option<&Latency>, Option<&Latency>)> = Mech::all()
+        .into_iter()
+        .filter(|m| m.order() == Some(Order::ArmFirst))
+        .map(|m| (m, row(m), row(m.with_order(Order::Natural))))
+        .filter(|(_, a, b)| a.is_some() || b.is_some())
+        .collect();
+    if pairs.is_empty() {
+        return;
+    }
+    let raw = row(Mech::RawFutex).and_then(|l| l.median_ns);
+    println!(
+        "\n  Arming orders side by side, {} (raw futex {} µs, one order; x base = against \
+         eventfd + epoll for the epoll rows, tokio AsyncFd<eventfd> on the same runtime for \
+         the tokio rows)",
+        p.name,
+        us(raw)
+    );
+    println!(
+        "  {:<64} | {:>8} {:>7} {:>7} {:>6} | {:>8} {:>7} {:>7} {:>6}",
+        "", "arm 1st", "x raw", "x base", "cs/rt", "natural", "x raw", "x base", "cs/rt"
+    );
+    let cells = |l: Option<&Latency>| match l {
+        Some(l) if l.error.is_none() => format!(
+            "{:>8} {:>7} {:>7} {:>6.2}",
+            us(l.median_ns),
+            l.ratio_to_raw.map_or("-".into(), |x| format!("{x:.2}x")),
+            l.ratio_to_base.map_or("-".into(), |x| format!("{x:.2}x")),
+            l.ctx_switches_a.unwrap_or(f64::NAN)
+        ),
+        Some(_) => format!("{:>31}", "FAILED"),
+        None => format!("{:>31}", "-"),
+    };
+    for (mech, a, n) in pairs {
+        println!(
+            "  {:<64} | {} | {}",
+            mech.label_without_order(),
+            cells(a),
+            cells(n)
+        );
+    }
 }
 
 fn write_outputs(cfg: &Config, r: &Report) -> std::io::Result<()> {
@@ -812,11 +974,18 @@ fn write_outputs(cfg: &Config, r: &Report) -> std::io::Result<()> {
         cfg.out.join("results.json"),
         serde_json::to_vec_pretty(r).map_err(std::io::Error::other)?,
     )?;
-    for p in &r.placements {
+    // One plot per placement and arming order; the mechanisms with one
+    // order (the baselines) are on both.
+    for (p, order) in r
+        .placements
+        .iter()
+        .flat_map(|p| Order::ALL.into_iter().map(move |o| (p, o)))
+    {
         let series: Vec<svg::Series> = r
             .latency
             .iter()
             .filter(|l| l.placement == p.name && l.error.is_none())
+            .filter(|l| l.order.is_none_or(|o| o == order.name()))
             .map(|l| svg::Series {
                 name: format!(
                     "{} ({:.2} µs)",
@@ -831,8 +1000,10 @@ fn write_outputs(cfg: &Config, r: &Report) -> std::io::Result<()> {
             continue;
         }
         let title = format!(
-            "Round-trip latency CDF up to p99.9 — {} ({})",
-            p.name, p.label
+            "Round-trip latency CDF up to p99.9 — {} ({}); asyncfutex: {} order",
+            p.name,
+            p.label,
+            order.label()
         );
         let chart = svg::Chart {
             title: &title,
@@ -841,10 +1012,12 @@ fn write_outputs(cfg: &Config, r: &Report) -> std::io::Result<()> {
             x_scale: svg::Scale::Log,
             y_scale: svg::Scale::Linear,
         };
-        std::fs::write(
-            cfg.out.join(format!("latency_cdf_{}.svg", p.name)),
-            chart.render(&series),
-        )?;
+        // The natural order keeps the plot's historical name.
+        let file = match order {
+            Order::Natural => format!("latency_cdf_{}.svg", p.name),
+            Order::ArmFirst => format!("latency_cdf_{}_arm_first.svg", p.name),
+        };
+        std::fs::write(cfg.out.join(file), chart.render(&series))?;
     }
     if !r.scale.is_empty() {
         for (file, title, y_label, pick) in [
@@ -864,7 +1037,11 @@ fn write_outputs(cfg: &Config, r: &Report) -> std::io::Result<()> {
             let mut groups: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
             for s in &r.scale {
                 groups
-                    .entry(format!("{}, {}", s.backend, s.mode))
+                    .entry(format!(
+                        "{}, {}",
+                        via::label_of(&s.backend, s.submit.as_deref()),
+                        s.mode
+                    ))
                     .or_default()
                     .push((f64::from(s.n), pick(s).max(1e-3)));
             }

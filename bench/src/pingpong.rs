@@ -4,18 +4,58 @@
 //! Process A (the measuring one) publishes `2k+1` and waits for `2k+2`;
 //! process B waits for `2k+1` and publishes `2k+2`. Both processes use the
 //! same mechanism. A round trip is timed in A with `Instant`.
+//!
+//! The word-based mechanisms use two words: each side waits on its own
+//! word and publishes into its peer's. The asyncfutex mechanisms run in
+//! two orders ([`Order`]): *arm first* (load own word, arm a wait with the
+//! value seen, then store + wake the peer, then wait) and *natural* (store +
+//! wake the peer, then load own word, arm with the value seen, wait) — the
+//! order of ordinary user code. The other mechanisms have no arming step:
+//! one order, one figure, the baseline for both.
 
+use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Instant;
 
-use asyncfutex::{BackendKind, EventFdFutex, SharedMemory};
+use asyncfutex::{AsyncFutex, EventFdFutex, SharedMemory};
 use serde::{Deserialize, Serialize};
 use tokio::io::unix::AsyncFd;
 
 use crate::sys::{self, cvt};
+use crate::via::{self, Via};
+
+/// When a side arms its next wait, relative to notifying its peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// Load own word, arm with the value seen, store + wake the peer, wait.
+    ArmFirst,
+    /// Store + wake the peer, load own word, arm with the value seen, wait.
+    Natural,
+}
+
+impl Order {
+    pub const ALL: [Order; 2] = [Order::ArmFirst, Order::Natural];
+
+    /// JSON `order` value and identifier suffix.
+    pub fn name(self) -> &'static str {
+        match self {
+            Order::ArmFirst => "arm_first",
+            Order::Natural => "natural",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Order::ArmFirst => "arm first",
+            Order::Natural => "natural",
+        }
+    }
+}
 
 /// Which tokio runtime drives a tokio variant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,17 +74,17 @@ pub enum Mech {
     UnixStream,
     PthreadCond,
     Spin,
-    AfxEpoll(BackendKind),
-    AfxTokio(Rt, BackendKind),
+    /// asyncfutex `EventFdFutex` + epoll (the C API's pattern).
+    AfxEpoll(Via, Order),
+    AfxTokio(Rt, Via, Order),
     TokioEventfd(Rt),
 }
 
 impl Mech {
-    /// Every mechanism, baseline first.
+    /// Every mechanism, baseline first; the two orders of one asyncfutex
+    /// configuration next to each other.
     pub fn all() -> Vec<Mech> {
-        use BackendKind::{IoUring, Thread};
-        use Rt::{CurrentThread as Ct, MultiThread as Mt};
-        vec![
+        let mut v = vec![
             Mech::RawFutex,
             Mech::Spin,
             Mech::EventfdBlocking,
@@ -52,15 +92,57 @@ impl Mech {
             Mech::Pipe,
             Mech::UnixStream,
             Mech::PthreadCond,
-            Mech::AfxEpoll(IoUring),
-            Mech::AfxEpoll(Thread),
-            Mech::TokioEventfd(Ct),
-            Mech::AfxTokio(Ct, IoUring),
-            Mech::AfxTokio(Ct, Thread),
-            Mech::TokioEventfd(Mt),
-            Mech::AfxTokio(Mt, IoUring),
-            Mech::AfxTokio(Mt, Thread),
-        ]
+        ];
+        for via in via::ALL {
+            for order in Order::ALL {
+                v.push(Mech::AfxEpoll(via, order));
+            }
+        }
+        for rt in [Rt::CurrentThread, Rt::MultiThread] {
+            v.push(Mech::TokioEventfd(rt));
+            for via in via::ALL {
+                for order in Order::ALL {
+                    v.push(Mech::AfxTokio(rt, via, order));
+                }
+            }
+        }
+        v
+    }
+
+    /// The arming order, for the mechanisms that arm.
+    pub fn order(self) -> Option<Order> {
+        match self {
+            Mech::AfxEpoll(_, o) | Mech::AfxTokio(_, _, o) => Some(o),
+            _ => None,
+        }
+    }
+
+    /// The asyncfutex backend configuration, if this is an asyncfutex row.
+    pub fn via(self) -> Option<Via> {
+        match self {
+            Mech::AfxEpoll(v, _) | Mech::AfxTokio(_, v, _) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The same mechanism in the other order (itself when it has one).
+    pub fn with_order(self, order: Order) -> Mech {
+        match self {
+            Mech::AfxEpoll(v, _) => Mech::AfxEpoll(v, order),
+            Mech::AfxTokio(r, v, _) => Mech::AfxTokio(r, v, order),
+            m => m,
+        }
+    }
+
+    /// The non-asyncfutex mechanism an asyncfutex row is best compared
+    /// with: eventfd + epoll for the epoll pattern, tokio's `AsyncFd` on an
+    /// eventfd (same runtime flavour) for `wait_async`.
+    pub fn base(self) -> Option<Mech> {
+        match self {
+            Mech::AfxEpoll(..) => Some(Mech::EventfdEpoll),
+            Mech::AfxTokio(r, ..) => Some(Mech::TokioEventfd(r)),
+            _ => None,
+        }
     }
 
     /// A stable identifier (JSON key).
@@ -77,14 +159,36 @@ impl Mech {
             Mech::UnixStream => "unix_stream".into(),
             Mech::PthreadCond => "pthread_cond".into(),
             Mech::Spin => "spin".into(),
-            Mech::AfxEpoll(k) => format!("afx_epoll_{}", k.name()),
-            Mech::AfxTokio(r, k) => format!("afx_tokio_{}_{}", rt(r), k.name()),
+            Mech::AfxEpoll(v, o) => format!("afx_epoll_{}_{}", v.id(), o.name()),
+            Mech::AfxTokio(r, v, o) => format!("afx_tokio_{}_{}_{}", rt(r), v.id(), o.name()),
             Mech::TokioEventfd(r) => format!("tokio_eventfd_{}", rt(r)),
         }
     }
 
     /// A human label.
     pub fn label(self) -> String {
+        match self.order() {
+            Some(o) => format!("{}, {}", self.label_without_order(), o.label()),
+            None => self.label_without_order(),
+        }
+    }
+
+    /// A short label of an asyncfutex row, without the order (for the
+    /// targets): `C API + epoll, io_uring (caller)`, `tokio ct wait_async,
+    /// thread`; the full label otherwise.
+    pub fn short_label(self) -> String {
+        match self {
+            Mech::AfxEpoll(v, _) => format!("C API + epoll, {}", v.label()),
+            Mech::AfxTokio(r, v, _) => {
+                let rt = if r == Rt::CurrentThread { "ct" } else { "mt" };
+                format!("tokio {rt} wait_async, {}", v.label())
+            }
+            m => m.label_without_order(),
+        }
+    }
+
+    /// The label without the arming order.
+    pub fn label_without_order(self) -> String {
         let rt = |r: Rt| match r {
             Rt::CurrentThread => "current-thread",
             Rt::MultiThread => "multi-thread",
@@ -97,8 +201,10 @@ impl Mech {
             Mech::UnixStream => "AF_UNIX socketpair (stream)".into(),
             Mech::PthreadCond => "pthread_cond (process-shared)".into(),
             Mech::Spin => "spin on the word (sched_yield every 100 spins)".into(),
-            Mech::AfxEpoll(k) => format!("asyncfutex EventFdFutex + epoll, {}", k.name()),
-            Mech::AfxTokio(r, k) => format!("asyncfutex wait_async, tokio {}, {}", rt(r), k.name()),
+            Mech::AfxEpoll(v, _) => format!("asyncfutex EventFdFutex + epoll, {}", v.label()),
+            Mech::AfxTokio(r, v, _) => {
+                format!("asyncfutex wait_async, tokio {}, {}", rt(r), v.label())
+            }
             Mech::TokioEventfd(r) => format!("tokio AsyncFd<eventfd>, {}", rt(r)),
         }
     }
@@ -116,9 +222,11 @@ pub struct RunResult {
     pub ctx_switches_a: f64,
 }
 
-/// Byte offsets in the shared page.
-const WORD: usize = 0;
-const PEER_CPU: usize = 16;
+/// Byte offsets in the shared page: the word A waits on, the word B waits
+/// on (each on its own cache line), B's CPU.
+const WORD_A: usize = 0;
+const WORD_B: usize = 128;
+const PEER_CPU: usize = 256;
 const COND_OFFSET: usize = 512;
 
 #[repr(C)]
@@ -211,8 +319,21 @@ impl Shared {
         Ok(s)
     }
 
-    fn word(&self) -> &AtomicU32 {
-        self.mem.word(WORD / 4).expect("in bounds")
+    /// The word `role` waits on, and the word its peer waits on.
+    fn words(&self, role: Role) -> (&AtomicU32, &AtomicU32) {
+        let (own, peer) = Self::word_indices(role);
+        (
+            self.mem.word(own).expect("in bounds"),
+            self.mem.word(peer).expect("in bounds"),
+        )
+    }
+
+    /// Word indices (own, peer) of `role`.
+    fn word_indices(role: Role) -> (usize, usize) {
+        match role {
+            Role::A => (WORD_A / 4, WORD_B / 4),
+            Role::B => (WORD_B / 4, WORD_A / 4),
+        }
     }
 
     fn cond_block(&self) -> *mut CondBlock {
@@ -233,6 +354,13 @@ impl Shared {
 trait Side {
     fn send(&mut self, v: u32) -> io::Result<()>;
     fn recv(&mut self, v: u32) -> io::Result<()>;
+    /// Publishes `out`, then returns once `want` arrived, arming in `order`
+    /// (mechanisms without an arming step have one order).
+    fn exchange(&mut self, out: u32, want: u32, order: Order) -> io::Result<()> {
+        let _ = order;
+        self.send(out)?;
+        self.recv(want)
+    }
 }
 
 fn check(got: u64, want: u32) -> io::Result<()> {
@@ -243,11 +371,12 @@ fn check(got: u64, want: u32) -> io::Result<()> {
     }
 }
 
-struct RawSide<'a>(&'a AtomicU32);
+/// (own word, peer's word).
+struct RawSide<'a>(&'a AtomicU32, &'a AtomicU32);
 impl Side for RawSide<'_> {
     fn send(&mut self, v: u32) -> io::Result<()> {
-        self.0.store(v, Ordering::Release);
-        sys::futex_wake(self.0, 1);
+        self.1.store(v, Ordering::Release);
+        sys::futex_wake(self.1, 1);
         Ok(())
     }
     fn recv(&mut self, v: u32) -> io::Result<()> {
@@ -256,15 +385,17 @@ impl Side for RawSide<'_> {
             if seen == v {
                 return Ok(());
             }
+            // EINTR and EAGAIN alike: re-check the word.
             sys::futex_wait(self.0, seen);
         }
     }
 }
 
-struct SpinSide<'a>(&'a AtomicU32);
+/// (own word, peer's word).
+struct SpinSide<'a>(&'a AtomicU32, &'a AtomicU32);
 impl Side for SpinSide<'_> {
     fn send(&mut self, v: u32) -> io::Result<()> {
-        self.0.store(v, Ordering::Release);
+        self.1.store(v, Ordering::Release);
         Ok(())
     }
     fn recv(&mut self, v: u32) -> io::Result<()> {
@@ -328,14 +459,28 @@ impl Side for CondSide {
     }
 }
 
+/// The C API's pattern: an `EventFdFutex` on the own word polled by epoll;
+/// `wake` on the peer's word.
 struct AfxEpollSide {
     handle: EventFdFutex,
+    peer: AsyncFutex,
     epoll: i32,
+}
+impl AfxEpollSide {
+    /// epoll_wait (EINTR retried) + ack; a readiness without a completion
+    /// disarms (the caller re-checks the word and re-arms).
+    fn wait_armed(&mut self) -> io::Result<()> {
+        epoll_wait_one(self.epoll)?;
+        if !self.handle.ack()? {
+            self.handle.cancel();
+        }
+        Ok(())
+    }
 }
 impl Side for AfxEpollSide {
     fn send(&mut self, v: u32) -> io::Result<()> {
-        self.handle.futex().word().store(v, Ordering::Release);
-        self.handle.futex().wake(1)?;
+        self.peer.word().store(v, Ordering::Release);
+        self.peer.wake(1)?;
         Ok(())
     }
     fn recv(&mut self, v: u32) -> io::Result<()> {
@@ -345,11 +490,21 @@ impl Side for AfxEpollSide {
                 return Ok(());
             }
             self.handle.arm(seen)?;
-            epoll_wait_one(self.epoll)?;
-            if !self.handle.ack()? {
-                self.handle.cancel();
+            self.wait_armed()?;
+        }
+    }
+    fn exchange(&mut self, out: u32, want: u32, order: Order) -> io::Result<()> {
+        if order == Order::ArmFirst {
+            let seen = self.handle.futex().word().load(Ordering::Acquire);
+            if seen != want {
+                self.handle.arm(seen)?;
+                self.send(out)?;
+                self.wait_armed()?;
+                return self.recv(want);
             }
         }
+        self.send(out)?;
+        self.recv(want)
     }
 }
 
@@ -382,8 +537,14 @@ fn epoll_wait_one(ep: i32) -> io::Result<()> {
 fn make_side(mech: Mech, sh: &Shared, role: Role) -> io::Result<Box<dyn Side + '_>> {
     let (rd, wr) = sh.ends(role);
     Ok(match mech {
-        Mech::RawFutex => Box::new(RawSide(sh.word())),
-        Mech::Spin => Box::new(SpinSide(sh.word())),
+        Mech::RawFutex => {
+            let (own, peer) = sh.words(role);
+            Box::new(RawSide(own, peer))
+        }
+        Mech::Spin => {
+            let (own, peer) = sh.words(role);
+            Box::new(SpinSide(own, peer))
+        }
         Mech::EventfdBlocking => Box::new(FdSide {
             rd,
             wr,
@@ -416,31 +577,102 @@ fn make_side(mech: Mech, sh: &Shared, role: Role) -> io::Result<Box<dyn Side + '
             })
         }
         Mech::PthreadCond => Box::new(CondSide(sh.cond_block())),
-        Mech::AfxEpoll(kind) => {
-            asyncfutex::select_backend(Some(kind))?;
-            let handle = EventFdFutex::new(sh.mem.futex(WORD / 4)?)?;
+        Mech::AfxEpoll(via, _) => {
+            via.select()?;
+            let (own, peer) = Shared::word_indices(role);
+            let handle = EventFdFutex::new(sh.mem.futex(own)?)?;
+            let peer = sh.mem.futex(peer)?;
             let epoll = epoll_with(handle.as_raw_fd())?;
-            Box::new(AfxEpollSide { handle, epoll })
+            Box::new(AfxEpollSide {
+                handle,
+                peer,
+                epoll,
+            })
         }
         Mech::AfxTokio(..) | Mech::TokioEventfd(_) => unreachable!("async"),
     })
 }
 
 /// Runs one side's rounds; A returns its samples.
-fn drive_sync(side: &mut dyn Side, role: Role, rounds: u32) -> io::Result<Vec<u32>> {
+///
+/// A: `exchange(2k+1, 2k+2)` per round, timed. B: waits for 1, then
+/// `exchange(2k+2, 2k+3)` (its next wait armed before or after its reply,
+/// per `order`), and a final plain reply.
+fn drive_sync(side: &mut dyn Side, role: Role, rounds: u32, order: Order) -> io::Result<Vec<u32>> {
     let mut samples = Vec::with_capacity(if role == Role::A { rounds as usize } else { 0 });
-    for k in 0..rounds {
-        if role == Role::A {
+    if role == Role::A {
+        for k in 0..rounds {
             let t = Instant::now();
-            side.send(2 * k + 1)?;
-            side.recv(2 * k + 2)?;
-            samples.push(t.elapsed().as_nanos().min(u32::MAX as u128) as u32);
-        } else {
-            side.recv(2 * k + 1)?;
-            side.send(2 * k + 2)?;
+            side.exchange(2 * k + 1, 2 * k + 2, order)?;
+            samples.push(elapsed_ns(t));
         }
+    } else if rounds > 0 {
+        side.recv(1)?;
+        for k in 0..rounds - 1 {
+            side.exchange(2 * k + 2, 2 * k + 3, order)?;
+        }
+        side.send(2 * rounds)?;
     }
     Ok(samples)
+}
+
+fn elapsed_ns(t: Instant) -> u32 {
+    t.elapsed().as_nanos().min(u128::from(u32::MAX)) as u32
+}
+
+/// `wait_async` on the own word, `wake` on the peer's.
+struct TokioSide {
+    own: AsyncFutex,
+    peer: AsyncFutex,
+}
+
+impl TokioSide {
+    fn send(&self, v: u32) -> io::Result<()> {
+        self.peer.word().store(v, Ordering::Release);
+        self.peer.wake(1).map(drop)
+    }
+
+    async fn recv(&self, v: u32) -> io::Result<()> {
+        loop {
+            let seen = self.own.word().load(Ordering::Acquire);
+            if seen == v {
+                return Ok(());
+            }
+            self.own.wait_async(seen).await?;
+        }
+    }
+
+    /// Publishes `out`, then waits for `want`. Arm first: the wait future
+    /// is polled once (which arms it) before the peer is notified, and
+    /// awaited after.
+    async fn exchange(&self, out: u32, want: u32, order: Order) -> io::Result<()> {
+        if order == Order::ArmFirst {
+            let seen = self.own.word().load(Ordering::Acquire);
+            if seen != want {
+                let mut wait = pin!(self.own.wait_async(seen));
+                let first = poll_once(wait.as_mut()).await;
+                self.send(out)?;
+                match first {
+                    Some(r) => r?,
+                    None => wait.await?,
+                }
+                return self.recv(want).await;
+            }
+        }
+        self.send(out)?;
+        self.recv(want).await
+    }
+}
+
+/// Polls `fut` once with the task's context: `Some` if it completed.
+async fn poll_once<F: Future>(mut fut: Pin<&mut F>) -> Option<F::Output> {
+    std::future::poll_fn(|cx| {
+        Poll::Ready(match fut.as_mut().poll(cx) {
+            Poll::Ready(v) => Some(v),
+            Poll::Pending => None,
+        })
+    })
+    .await
 }
 
 fn runtime(rt: Rt) -> io::Result<tokio::runtime::Runtime> {
@@ -457,39 +689,29 @@ fn runtime(rt: Rt) -> io::Result<tokio::runtime::Runtime> {
 /// The async variants: a task on a fresh runtime runs the rounds.
 fn drive_async(mech: Mech, sh: &Shared, role: Role, rounds: u32) -> io::Result<Vec<u32>> {
     match mech {
-        Mech::AfxTokio(rt, kind) => {
-            asyncfutex::select_backend(Some(kind))?;
-            let futex = Arc::new(sh.mem.futex(WORD / 4)?);
+        Mech::AfxTokio(rt, via, order) => {
+            via.select()?;
+            let (own, peer) = Shared::word_indices(role);
+            let side = TokioSide {
+                own: sh.mem.futex(own)?,
+                peer: sh.mem.futex(peer)?,
+            };
             let rt = runtime(rt)?;
             rt.block_on(async move {
                 tokio::spawn(async move {
-                    let recv = |v: u32| {
-                        let futex = Arc::clone(&futex);
-                        async move {
-                            loop {
-                                let seen = futex.word().load(Ordering::Acquire);
-                                if seen == v {
-                                    return Ok::<(), io::Error>(());
-                                }
-                                futex.wait_async(seen).await?;
-                            }
-                        }
-                    };
-                    let send = |v: u32| {
-                        futex.word().store(v, Ordering::Release);
-                        futex.wake(1).map(drop)
-                    };
                     let mut samples = Vec::with_capacity(rounds as usize);
-                    for k in 0..rounds {
-                        if role == Role::A {
+                    if role == Role::A {
+                        for k in 0..rounds {
                             let t = Instant::now();
-                            send(2 * k + 1)?;
-                            recv(2 * k + 2).await?;
-                            samples.push(t.elapsed().as_nanos().min(u32::MAX as u128) as u32);
-                        } else {
-                            recv(2 * k + 1).await?;
-                            send(2 * k + 2)?;
+                            side.exchange(2 * k + 1, 2 * k + 2, order).await?;
+                            samples.push(elapsed_ns(t));
                         }
+                    } else if rounds > 0 {
+                        side.recv(1).await?;
+                        for k in 0..rounds - 1 {
+                            side.exchange(2 * k + 2, 2 * k + 3, order).await?;
+                        }
+                        side.send(2 * rounds)?;
                     }
                     Ok(samples)
                 })
@@ -524,7 +746,7 @@ fn drive_async(mech: Mech, sh: &Shared, role: Role, rounds: u32) -> io::Result<V
                             let t = Instant::now();
                             sys::write_u64(wr, u64::from(2 * k + 1), 8)?;
                             recv(2 * k + 2).await?;
-                            samples.push(t.elapsed().as_nanos().min(u32::MAX as u128) as u32);
+                            samples.push(elapsed_ns(t));
                         } else {
                             recv(2 * k + 1).await?;
                             sys::write_u64(wr, u64::from(2 * k + 2), 8)?;
@@ -545,14 +767,20 @@ fn run_role(mech: Mech, sh: &Shared, role: Role, rounds: u32) -> io::Result<Vec<
         Mech::AfxTokio(..) | Mech::TokioEventfd(_) => drive_async(mech, sh, role, rounds),
         _ => {
             let mut side = make_side(mech, sh, role)?;
-            drive_sync(&mut *side, role, rounds)
+            let order = mech.order().unwrap_or(Order::Natural);
+            drive_sync(&mut *side, role, rounds, order)
         }
     }
 }
 
 /// Measures `rounds` round trips of `mech` with A on `cpus.0` and B on
-/// `cpus.1`. Call inside [`sys::isolated`].
+/// `cpus.1`. Call inside [`sys::isolated`], first thing: an asyncfutex
+/// mechanism sets its backend's environment (`AFX_URING_SUBMIT`) here,
+/// before any asyncfutex call, and B inherits it.
 pub fn measure(mech: Mech, cpus: (usize, usize), rounds: u32) -> Result<RunResult, String> {
+    if let Some(via) = mech.via() {
+        via.set_env();
+    }
     let run = || -> io::Result<RunResult> {
         sys::pin(cpus.0);
         let sh = Shared::new(mech)?;

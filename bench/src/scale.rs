@@ -6,15 +6,19 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use asyncfutex::{AsyncFutex, BackendKind, SharedMemory};
+use asyncfutex::{AsyncFutex, SharedMemory};
 use serde::{Deserialize, Serialize};
 
 use crate::sys;
+use crate::via::Via;
 
 /// One scale run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ScaleResult {
     pub backend: String,
+    /// io_uring submit mode (`AFX_URING_SUBMIT`); `None` otherwise.
+    #[serde(default)]
+    pub submit: Option<String>,
     /// `"one_word"` or `"n_words"`.
     pub mode: String,
     pub n: u32,
@@ -36,9 +40,13 @@ pub struct ScaleResult {
     /// System-wide /proc/meminfo Slab + KernelStack delta per wait, bytes
     /// (noisy when other processes allocate meanwhile).
     pub kernel_per_wait: f64,
-    /// Threads of the process while the N waits are armed (1 is the
-    /// runtime's own thread).
+    /// Threads of the process (`/proc/self/task`) once the N waits are
+    /// armed (1 is the runtime's own thread).
     pub threads: usize,
+    /// The same before the first wait was armed (backend started): the
+    /// difference is what arming N waits added.
+    #[serde(default)]
+    pub threads_before: usize,
     /// How many runs the figures are the median of.
     pub repeats: usize,
 }
@@ -53,6 +61,7 @@ pub fn median_of(runs: Vec<ScaleResult>) -> ScaleResult {
     };
     ScaleResult {
         backend: runs[0].backend.clone(),
+        submit: runs[0].submit.clone(),
         mode: runs[0].mode.clone(),
         n: runs[0].n,
         arm_ms: med(|r| r.arm_ms),
@@ -63,6 +72,7 @@ pub fn median_of(runs: Vec<ScaleResult>) -> ScaleResult {
         rss_per_wait: med(|r| r.rss_per_wait),
         kernel_per_wait: med(|r| r.kernel_per_wait),
         threads: runs.iter().map(|r| r.threads).max().unwrap_or(0),
+        threads_before: runs.iter().map(|r| r.threads_before).max().unwrap_or(0),
         repeats: runs.len(),
     }
 }
@@ -89,8 +99,11 @@ fn get_u64(mem: &SharedMemory, lo: usize, hi: usize) -> u64 {
     u64::from(hi) << 32 | u64::from(lo)
 }
 
-/// Runs one scale measurement (call inside [`sys::isolated`]).
-pub fn measure(kind: BackendKind, n_words: bool, n: u32) -> Result<ScaleResult, String> {
+/// Runs one scale measurement (call inside [`sys::isolated`], first
+/// thing: the backend's environment is set here, before any asyncfutex
+/// call).
+pub fn measure(via: Via, n_words: bool, n: u32) -> Result<ScaleResult, String> {
+    via.set_env();
     let run = || -> std::io::Result<ScaleResult> {
         sys::raise_nofile();
         let words = if n_words { n as usize } else { 1 };
@@ -116,7 +129,7 @@ pub fn measure(kind: BackendKind, n_words: bool, n: u32) -> Result<ScaleResult, 
             Ok(())
         })?;
 
-        asyncfutex::select_backend(Some(kind))?;
+        via.select()?;
         let handles: Vec<Arc<AsyncFutex>> = (0..words)
             .map(|i| mem.futex(DATA + i).map(Arc::new))
             .collect::<std::io::Result<_>>()?;
@@ -128,6 +141,7 @@ pub fn measure(kind: BackendKind, n_words: bool, n: u32) -> Result<ScaleResult, 
             tokio::task::yield_now().await;
             let rss0 = sys::private_bytes();
             let k0 = sys::meminfo("Slab") + sys::meminfo("KernelStack");
+            let threads0 = sys::threads();
             let resumed = Arc::new(AtomicU32::new(0));
             let polled = Arc::new(AtomicU32::new(0));
             let last = Arc::new(AtomicU64::new(0));
@@ -196,9 +210,19 @@ pub fn measure(kind: BackendKind, n_words: bool, n: u32) -> Result<ScaleResult, 
                 Ok(r) => r?,
                 Err(_) => return Err(std::io::Error::other("tasks not resumed within 30 s")),
             }
-            Ok((arm, counted, rss0, rss1, k0, k1, threads, resumed, last))
+            Ok((
+                arm,
+                counted,
+                rss0,
+                rss1,
+                k0,
+                k1,
+                (threads0, threads),
+                resumed,
+                last,
+            ))
         });
-        let (arm, counted, rss0, rss1, k0, k1, threads, resumed, last) = match result {
+        let (arm, counted, rss0, rss1, k0, k1, (threads0, threads), resumed, last) = match result {
             Ok(r) => r,
             Err(e) => {
                 sys::kill_peer(pid);
@@ -211,7 +235,8 @@ pub fn measure(kind: BackendKind, n_words: bool, n: u32) -> Result<ScaleResult, 
         let last = last.load(Ordering::Acquire);
         let per = |a: u64, b: u64| (b as f64 - a as f64) / f64::from(n);
         Ok(ScaleResult {
-            backend: kind.name().into(),
+            backend: via.backend().into(),
+            submit: via.submit_name().map(String::from),
             mode: if n_words { "n_words" } else { "one_word" }.into(),
             n,
             arm_ms: arm.as_secs_f64() * 1e3,
@@ -222,6 +247,7 @@ pub fn measure(kind: BackendKind, n_words: bool, n: u32) -> Result<ScaleResult, 
             rss_per_wait: per(rss0, rss1),
             kernel_per_wait: per(k0, k1),
             threads,
+            threads_before: threads0,
             repeats: 1,
         })
     };
@@ -277,6 +303,7 @@ pub fn control(n: u32) -> Result<ScaleResult, String> {
             }
             Ok(ScaleResult {
                 backend: "tokio_notify".into(),
+                submit: None,
                 mode: "in_process".into(),
                 n,
                 arm_ms: arm.as_secs_f64() * 1e3,
@@ -287,6 +314,7 @@ pub fn control(n: u32) -> Result<ScaleResult, String> {
                 rss_per_wait: (rss1 as f64 - rss0 as f64) / f64::from(n),
                 kernel_per_wait: 0.0,
                 threads,
+                threads_before: threads,
                 repeats: 1,
             })
         })

@@ -251,9 +251,7 @@ pub fn isolated<T: Serialize + DeserializeOwned>(
         // SAFETY: our own child.
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
-    let mut status = 0;
-    // SAFETY: reap our own child.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
+    let status = wait_child(pid);
     if timed_out {
         return Err(format!("timed out after {timeout:?}"));
     }
@@ -290,9 +288,7 @@ pub fn fork_peer(f: impl FnOnce() -> io::Result<()>) -> io::Result<libc::pid_t> 
 
 /// Reaps a peer; an error unless it exited with status 0.
 pub fn reap(pid: libc::pid_t) -> io::Result<()> {
-    let mut status = 0;
-    // SAFETY: our own child.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
+    let status = wait_child(pid);
     if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
         Ok(())
     } else {
@@ -305,9 +301,20 @@ pub fn reap(pid: libc::pid_t) -> io::Result<()> {
 /// Kills and reaps a peer (after an error on our side).
 pub fn kill_peer(pid: libc::pid_t) {
     // SAFETY: our own child.
-    unsafe {
-        libc::kill(pid, libc::SIGKILL);
-        libc::waitpid(pid, std::ptr::null_mut(), 0);
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    wait_child(pid);
+}
+
+/// `waitpid` on our own child, retrying EINTR (a process whose io_uring
+/// completions run as task_work can see it); the wait status.
+fn wait_child(pid: libc::pid_t) -> i32 {
+    let mut status = 0;
+    loop {
+        // SAFETY: our own child; valid out pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return status;
+        }
     }
 }
 

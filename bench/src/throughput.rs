@@ -11,10 +11,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use asyncfutex::sync::{self as afx_sync, channel, ChannelHeader, Receiver, Sender};
-use asyncfutex::{AsyncFutex, BackendKind, SharedMemory};
+use asyncfutex::{AsyncFutex, SharedMemory};
 use serde::{Deserialize, Serialize};
 
 use crate::sys::{self, cvt};
+use crate::via::{self, Via};
 
 /// Slots in the ring (a power of two).
 const CAP: u32 = 1024;
@@ -33,30 +34,27 @@ pub enum Transport {
     /// Ring + blocking FUTEX_WAIT/FUTEX_WAKE.
     RingRawFutex,
     /// Ring + asyncfutex `wait_async` (tokio current-thread) on both sides.
-    RingAfx(BackendKind),
+    RingAfx(Via),
     /// `asyncfutex::sync::channel`, `send().await` / `recv().await`.
-    SyncChannel(BackendKind),
+    SyncChannel(Via),
     /// AF_UNIX SOCK_STREAM socketpair.
     UnixStream,
 }
 
 impl Transport {
     pub fn all() -> Vec<Transport> {
-        vec![
-            Transport::RingRawFutex,
-            Transport::RingAfx(BackendKind::IoUring),
-            Transport::RingAfx(BackendKind::Thread),
-            Transport::SyncChannel(BackendKind::IoUring),
-            Transport::SyncChannel(BackendKind::Thread),
-            Transport::UnixStream,
-        ]
+        let mut v = vec![Transport::RingRawFutex];
+        v.extend(via::ALL.map(Transport::RingAfx));
+        v.extend(via::ALL.map(Transport::SyncChannel));
+        v.push(Transport::UnixStream);
+        v
     }
 
     pub fn id(self) -> String {
         match self {
             Transport::RingRawFutex => "ring_raw_futex".into(),
-            Transport::RingAfx(k) => format!("ring_afx_{}", k.name()),
-            Transport::SyncChannel(k) => format!("sync_channel_{}", k.name()),
+            Transport::RingAfx(v) => format!("ring_afx_{}", v.id()),
+            Transport::SyncChannel(v) => format!("sync_channel_{}", v.id()),
             Transport::UnixStream => "unix_stream".into(),
         }
     }
@@ -64,11 +62,11 @@ impl Transport {
     pub fn label(self) -> String {
         match self {
             Transport::RingRawFutex => "SPSC ring + raw futex".into(),
-            Transport::RingAfx(k) => {
-                format!("SPSC ring + asyncfutex wait_async (tokio), {}", k.name())
+            Transport::RingAfx(v) => {
+                format!("SPSC ring + asyncfutex wait_async (tokio), {}", v.label())
             }
-            Transport::SyncChannel(k) => {
-                format!("asyncfutex::sync::channel (tokio), {}", k.name())
+            Transport::SyncChannel(v) => {
+                format!("asyncfutex::sync::channel (tokio), {}", v.label())
             }
             Transport::UnixStream => "AF_UNIX stream, one write per message".into(),
         }
@@ -223,8 +221,8 @@ async fn consume_channel(mem: &Arc<SharedMemory>, messages: u32) -> io::Result<f
 
 fn notifier(t: Transport, mem: &Arc<SharedMemory>) -> io::Result<Notifier> {
     Ok(match t {
-        Transport::RingAfx(kind) | Transport::SyncChannel(kind) => {
-            asyncfutex::select_backend(Some(kind))?;
+        Transport::RingAfx(via) | Transport::SyncChannel(via) => {
+            via.select()?;
             Notifier::Afx {
                 head: mem.futex(HEAD)?,
                 tail: mem.futex(TAIL)?,
@@ -243,7 +241,13 @@ fn block_on<T>(f: impl std::future::Future<Output = io::Result<T>>) -> io::Resul
 
 /// Consumer on `cpus.0`, producer on `cpus.1` (call inside
 /// [`sys::isolated`]).
+/// Measures `messages` messages of `t`. Call inside [`sys::isolated`],
+/// first thing: the backend's environment is set here, before any
+/// asyncfutex call, and the peer inherits it.
 pub fn measure(t: Transport, cpus: (usize, usize), messages: u32) -> Result<TpResult, String> {
+    if let Transport::RingAfx(via) | Transport::SyncChannel(via) = t {
+        via.set_env();
+    }
     let run = || -> io::Result<TpResult> {
         sys::pin(cpus.0);
         let channel_size = ChannelHeader::size_for(4, CAP).expect("valid channel");
