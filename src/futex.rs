@@ -292,8 +292,18 @@ impl Future for WaitFuture<'_> {
                     this.state = FutureState::Done;
                     return Poll::Ready(Ok(()));
                 }
+                waiter.progress();
                 if !waiter.register(cx.waker()) {
-                    return Poll::Pending;
+                    if waiter.is_served_here() {
+                        return Poll::Pending;
+                    }
+                    // Armed in a tokio runtime, polled outside it: nothing
+                    // here would announce the completion. Give the wait up
+                    // (passing on a wake it consumed) and complete
+                    // spuriously: the caller re-checks the word.
+                    waiter.cancel(true);
+                    this.state = FutureState::Done;
+                    return Poll::Ready(Ok(()));
                 }
                 let result = waiter.result().unwrap_or(Ok(()));
                 this.state = FutureState::Done;

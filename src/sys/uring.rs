@@ -173,11 +173,6 @@ impl Ring {
         }
     }
 
-    /// Hands what is queued to the kernel without waiting.
-    pub(crate) fn submit(&mut self) -> io::Result<usize> {
-        self.ring.submit()
-    }
-
     /// Queues a cancellation of the request tagged `target`.
     pub(crate) fn push_cancel(&mut self, target: u64, user_data: u64) -> io::Result<()> {
         let entry = opcode::AsyncCancel::new(target)
@@ -217,18 +212,56 @@ impl Ring {
         }
     }
 
-    /// Hands every ready completion to `f` as `(user_data, result)`.
+    /// Hands every ready completion to `f` as `(user_data, result)`,
+    /// including those the kernel kept aside when the completion queue was
+    /// full (it keeps them until an enter flushes them).
     pub(crate) fn reap(&mut self, mut f: impl FnMut(u64, i32)) {
-        let mut cq = self.ring.completion();
         loop {
-            cq.sync();
-            let mut any = false;
-            for cqe in &mut cq {
-                any = true;
-                f(cqe.user_data(), cqe.result());
+            let mut cq = self.ring.completion();
+            loop {
+                cq.sync();
+                let mut any = false;
+                for cqe in &mut cq {
+                    any = true;
+                    f(cqe.user_data(), cqe.result());
+                }
+                if !any {
+                    break;
+                }
             }
-            if !any {
-                break;
+            drop(cq);
+            if !self.ring.submission().cq_overflow() || self.ring.submit().is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Queues a futex wait (as [`push_futex_wait`](Self::push_futex_wait))
+    /// and hands it to the kernel at once.
+    ///
+    /// # Safety
+    /// As for [`push_futex_wait`](Self::push_futex_wait).
+    pub(crate) unsafe fn submit_futex_wait(
+        &mut self,
+        word: *const AtomicU32,
+        expected: u32,
+        private: bool,
+        user_data: u64,
+    ) -> io::Result<()> {
+        // SAFETY: forwarded contract.
+        unsafe { self.push_futex_wait(word, expected, private, user_data)? };
+        self.submit_queued();
+        Ok(())
+    }
+
+    /// Hands what is queued to the kernel, retrying `EINTR`. Entries the
+    /// kernel does not take now (it is short of memory, or its completion
+    /// backlog is full) stay queued for the next enter of this ring.
+    pub(crate) fn submit_queued(&mut self) {
+        loop {
+            match self.ring.submit() {
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                _ => return,
             }
         }
     }

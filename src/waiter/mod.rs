@@ -125,6 +125,18 @@ impl Waiter {
         self.kernel_signalled.load(Ordering::Relaxed)
     }
 
+    /// Consumer side, task sink: whether a completion will be announced to
+    /// the task polling now. A task's wait submitted by a tokio runtime's
+    /// thread is announced by that runtime's reactor (see
+    /// `backend::uring::reaper`); polled in another runtime, one is started
+    /// there; polled outside any runtime, `false`.
+    pub(crate) fn is_served_here(&self) -> bool {
+        match self.ring.get() {
+            Some(ring) if self.eventfd().is_none() => ring.serves_here(),
+            _ => true,
+        }
+    }
+
     /// Consumer side: collects a completion that may be waiting to be
     /// reaped (caller-submitted io_uring waits are finished by whoever
     /// reaps their ring). Cheap when there is none.

@@ -39,6 +39,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::outcome_of;
+use super::reaper::Reapers;
 use crate::backend::fork_generation;
 use crate::sys::uring::{self, Ring};
 use crate::waiter::{Outcome, Waiter};
@@ -56,6 +57,9 @@ const CANCEL: u64 = 2;
 /// Set in the `user_data` of a wait's linked write (waiters are aligned,
 /// so their addresses have the low bits clear).
 const WRITE_TAG: u64 = 1;
+/// Set in the `user_data` of a wait with no linked write (a task's: its
+/// completion makes the ring's fd readable for the reaper).
+const SOLO_TAG: u64 = 2;
 /// Set in [`Waiter::route`] once the wait's own completion has been reaped;
 /// the low 32 bits hold its result.
 const RESULT_SEEN: usize = 1 << 32;
@@ -70,8 +74,10 @@ pub(crate) struct CallerRing {
     fd: RawFd,
     /// The fork generation the ring was made in.
     generation: u32,
-    /// Waits submitted here whose linked write has not been reaped.
+    /// Waits submitted here whose last completion has not been reaped.
     in_flight: AtomicUsize,
+    /// The tokio runtimes reaping this ring for their tasks.
+    reapers: Reapers,
 }
 
 enum Local {
@@ -141,6 +147,7 @@ impl CallerRing {
                             ring: ManuallyDrop::new(Mutex::new(ring)),
                             generation,
                             in_flight: AtomicUsize::new(0),
+                            reapers: Reapers::default(),
                         });
                         *local = Local::Ready(Arc::clone(&ring));
                         Some(ring)
@@ -198,16 +205,57 @@ impl CallerRing {
         let _ = unsafe { &*ptr }.ring.set(Arc::clone(&this));
         // Queued: from here the kernel will see it at the latest on the
         // next enter of this ring, so the wait is armed either way.
-        loop {
-            match ring.submit() {
-                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-                _ => break,
-            }
-        }
+        ring.submit_queued();
         let finished = Self::reap_locked(&mut ring);
         drop(ring);
         this.finish(finished);
         Ok(())
+    }
+
+    /// Submits a task's wait from this thread, for the current tokio
+    /// runtime's reactor to announce (see [`reaper`](super::reaper)).
+    /// Gives the waiter back outside a tokio runtime (or one without I/O),
+    /// or if this thread cannot submit, for the ring thread to serve.
+    pub(crate) fn arm_task(waiter: Arc<Waiter>) -> Result<(), Arc<Waiter>> {
+        let Some(this) = Self::of_this_thread() else {
+            return Err(waiter);
+        };
+        if !this.reapers.ensure_here(&this) {
+            return Err(waiter);
+        }
+        let word = waiter.word().addr();
+        let private = waiter.word().is_private();
+        let expected = waiter.expected();
+        let ptr = Arc::into_raw(waiter);
+        this.in_flight.fetch_add(1, Ordering::Relaxed);
+        let mut ring = this.lock();
+        // SAFETY: the leaked Arc keeps the waiter and its word's mapping
+        // alive until the wait's completion is reaped, which gives it back.
+        let pushed =
+            unsafe { ring.submit_futex_wait(word, expected, private, ptr as u64 | SOLO_TAG) };
+        if pushed.is_err() {
+            drop(ring);
+            this.in_flight.fetch_sub(1, Ordering::Relaxed);
+            // SAFETY: not queued, so the Arc leaked above is still ours.
+            return Err(unsafe { Arc::from_raw(ptr) });
+        }
+        // SAFETY: as in `arm`.
+        let _ = unsafe { &*ptr }.ring.set(Arc::clone(&this));
+        let finished = Self::reap_locked(&mut ring);
+        drop(ring);
+        this.finish(finished);
+        Ok(())
+    }
+
+    /// Whether a task's wait on this ring will be announced in the tokio
+    /// runtime polling it now (starting a reaper there if needed).
+    pub(crate) fn serves_here(self: &Arc<Self>) -> bool {
+        self.reapers.ensure_here(self)
+    }
+
+    /// The ring's file descriptor.
+    pub(crate) fn fd(&self) -> RawFd {
+        self.fd
     }
 
     /// Finishes every waiter whose completions are in the ring.
@@ -229,7 +277,15 @@ impl CallerRing {
             if user_data == CANCEL {
                 return;
             }
-            let ptr = (user_data & !WRITE_TAG) as *const Waiter;
+            let ptr = (user_data & !(WRITE_TAG | SOLO_TAG)) as *const Waiter;
+            if user_data & SOLO_TAG != 0 {
+                // SAFETY: a task's wait has one completion: take back the
+                // Arc `arm_task` leaked.
+                let waiter = unsafe { Arc::from_raw(ptr) };
+                let (outcome, errno) = outcome_of(result, &waiter);
+                finished.push((waiter, outcome, errno));
+                return;
+            }
             if user_data & WRITE_TAG == 0 {
                 // The wait's own completion: note the kernel's verdict;
                 // the write's completion follows and finishes the waiter.
@@ -275,23 +331,25 @@ impl CallerRing {
             if waiter.is_done() {
                 return;
             }
-            while ring
-                .push_cancel(Arc::as_ptr(waiter) as u64, CANCEL)
-                .is_err()
-            {
+            while ring.push_cancel(Self::wait_data(waiter), CANCEL).is_err() {
                 // Submission queue full and not flushable right now.
                 drop(ring);
                 std::thread::yield_now();
                 ring = self.lock();
             }
-            loop {
-                match ring.submit() {
-                    Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-                    _ => break,
-                }
-            }
+            ring.submit_queued();
         }
         self.reap_until_finished(waiter);
+    }
+
+    /// The `user_data` of `waiter`'s wait.
+    fn wait_data(waiter: &Arc<Waiter>) -> u64 {
+        let ptr = Arc::as_ptr(waiter) as u64;
+        if waiter.eventfd().is_some() {
+            ptr
+        } else {
+            ptr | SOLO_TAG
+        }
     }
 
     /// Cancels every wait of this ring and reaps until all are finished
@@ -307,12 +365,7 @@ impl CallerRing {
                 std::thread::yield_now();
                 ring = self.lock();
             }
-            loop {
-                match ring.submit() {
-                    Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-                    _ => break,
-                }
-            }
+            ring.submit_queued();
         }
         loop {
             self.reap();

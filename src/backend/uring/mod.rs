@@ -17,6 +17,7 @@
 //!   thread always keeps a `FUTEX_WAIT` queued.
 
 mod caller;
+mod reaper;
 
 pub(crate) use self::caller::CallerRing;
 
@@ -112,12 +113,17 @@ impl UringBackend {
     }
 
     pub(super) fn submit(&self, waiter: Arc<Waiter>) {
-        let waiter = match waiter.eventfd() {
-            Some(fd) if self.caller_submits => match CallerRing::arm(waiter, fd) {
+        let waiter = if !self.caller_submits {
+            waiter
+        } else {
+            let submitted = match waiter.eventfd() {
+                Some(fd) => CallerRing::arm(waiter, fd),
+                None => CallerRing::arm_task(waiter),
+            };
+            match submitted {
                 Ok(()) => return,
                 Err(waiter) => waiter,
-            },
-            _ => waiter,
+            }
         };
         self.push(Op::Arm(waiter));
     }
