@@ -89,8 +89,13 @@ impl Side {
                 Side::Afx(handle, epfd) => {
                     handle.arm(seen)?;
                     let mut ev = libc::epoll_event { events: 0, u64: 0 };
+                    // A completion run on this thread (io_uring) may
+                    // interrupt the wait: retry EINTR.
                     // SAFETY: one event into a valid buffer.
-                    unsafe { libc::epoll_wait(*epfd, &mut ev, 1, 10_000) };
+                    while unsafe { libc::epoll_wait(*epfd, &mut ev, 1, 10_000) } < 0
+                        && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+                    {
+                    }
                     if !handle.ack()? {
                         handle.cancel();
                     }

@@ -17,6 +17,20 @@
  * (the eventfd object and an epoll set are shared across fork). afx_wake,
  * afx_wait and new handles work in the child as anywhere.
  *
+ * EINTR: with the io_uring backend, the thread that calls afx_wait_async
+ * submits the wait itself, on a ring of its own (one fd per arming thread,
+ * made on its first arm), linked to a kernel write of the handle's eventfd:
+ * a wake reaches your event loop with no library thread in between. The
+ * kernel runs the completion on that thread, so a completion interrupts
+ * its epoll_wait (or select, or epoll_pwait) with EINTR, about every other
+ * round trip: retry, as libuv, GLib, libevent, Asio, Python and tokio do.
+ * poll, read and futex waits restart by themselves. Set the environment
+ * variable AFX_URING_SUBMIT=thread before the backend starts to have one
+ * library thread submit every wait instead (no EINTR, three context
+ * switches per round trip instead of one). When a thread that armed waits
+ * exits, its waits still pending complete (spuriously if no wake reached
+ * them: afx_ack returns 1, re-check the word and arm again).
+ *
  * Signals: every thread the library starts blocks every signal (except the
  * thread backend's per-wait cancel signal, in its own helpers only), so an
  * application may block signals after afx_new and read them with signalfd
@@ -275,6 +289,13 @@ int afx_eventfd(const afx_t *f);
 //
 // Thread safety: the async trio (`afx_wait_async`, `afx_ack`,
 // `afx_cancel`) of one handle belongs to one owner at a time.
+//
+// io_uring backend: the calling thread submits the wait on a ring of its
+// own, and its completion runs on this thread: if the thread then sleeps
+// in `epoll_wait`, the completion interrupts it with `EINTR` (retry it;
+// `AFX_URING_SUBMIT=thread` avoids this, see "EINTR" at the top of this
+// header). If the thread exits first, the wait completes (spuriously if
+// no wake reached it).
 //
 // # Safety
 // `f` is NULL or a live handle.

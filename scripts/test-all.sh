@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: every Rust, C and doc test once per wait
 # backend (io_uring and thread), then the example program on each backend,
-# then the thread backend's per-wait mode, the loom model check of the
-# waiter state machine and a bounded fuzz run of the C API.
+# then io_uring's ring-thread mode, the thread backend's per-wait mode,
+# the loom model check of the waiter state machine and a bounded fuzz run
+# of the C API.
 # Exits non-zero if anything fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -35,6 +36,17 @@ for backend in io_uring thread; do
         failures+=("async_futex_example (AFX_BACKEND=$backend)")
     fi
 done
+
+# The io_uring backend's ring thread (AFX_URING_SUBMIT=thread): by default
+# the thread that arms a wait submits it, so the ring thread only serves
+# futures outside tokio; here it serves every wait.
+if AFX_BACKEND=io_uring cargo run -q --example probe >/dev/null 2>&1; then
+    step "ring-thread mode: AFX_BACKEND=io_uring AFX_URING_SUBMIT=thread"
+    if ! AFX_BACKEND=io_uring AFX_URING_SUBMIT=thread cargo test --test async_semantics \
+        --test cross_process --test c_api --test sync_primitives; then
+        failures+=("cargo test, ring-thread mode (AFX_URING_SUBMIT=thread)")
+    fi
+fi
 
 # The thread backend's per-wait mode (what kernels before 5.16, valgrind and
 # seccomp profiles without futex_waitv get): the semantics tests and the

@@ -280,6 +280,13 @@ pub unsafe extern "C" fn afx_eventfd(f: *const afx_t) -> c_int {
 /// Thread safety: the async trio (`afx_wait_async`, `afx_ack`,
 /// `afx_cancel`) of one handle belongs to one owner at a time.
 ///
+/// io_uring backend: the calling thread submits the wait on a ring of its
+/// own, and its completion runs on this thread: if the thread then sleeps
+/// in `epoll_wait`, the completion interrupts it with `EINTR` (retry it;
+/// `AFX_URING_SUBMIT=thread` avoids this, see "EINTR" at the top of this
+/// header). If the thread exits first, the wait completes (spuriously if
+/// no wake reached it).
+///
 /// # Safety
 /// `f` is NULL or a live handle.
 #[no_mangle]
