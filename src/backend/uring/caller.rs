@@ -220,19 +220,21 @@ impl CallerRing {
         let Some(this) = Self::of_this_thread() else {
             return Err(waiter);
         };
-        if !this.reapers.ensure_here(&this) {
+        let Some(reaper) = this.reapers.ensure_here(&this) else {
             return Err(waiter);
-        }
+        };
         let word = waiter.word().addr();
         let private = waiter.word().is_private();
         let expected = waiter.expected();
         let ptr = Arc::into_raw(waiter);
         this.in_flight.fetch_add(1, Ordering::Relaxed);
         let mut ring = this.lock();
+        // Queued only: the reaper submits once this task yields (one
+        // enter for a burst of arms, see `reaper`).
         // SAFETY: the leaked Arc keeps the waiter and its word's mapping
         // alive until the wait's completion is reaped, which gives it back.
         let pushed =
-            unsafe { ring.submit_futex_wait(word, expected, private, ptr as u64 | SOLO_TAG) };
+            unsafe { ring.push_futex_wait(word, expected, private, ptr as u64 | SOLO_TAG) };
         if pushed.is_err() {
             drop(ring);
             this.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -241,16 +243,24 @@ impl CallerRing {
         }
         // SAFETY: as in `arm`.
         let _ = unsafe { &*ptr }.ring.set(Arc::clone(&this));
+        drop(ring);
+        reaper.request_flush();
+        Ok(())
+    }
+
+    /// Hands the waits queued on the ring to the kernel, and reaps.
+    pub(crate) fn submit_queued(&self) {
+        let mut ring = self.lock();
+        ring.submit_queued();
         let finished = Self::reap_locked(&mut ring);
         drop(ring);
-        this.finish(finished);
-        Ok(())
+        self.finish(finished);
     }
 
     /// Whether a task's wait on this ring will be announced in the tokio
     /// runtime polling it now (starting a reaper there if needed).
     pub(crate) fn serves_here(self: &Arc<Self>) -> bool {
-        self.reapers.ensure_here(self)
+        self.reapers.ensure_here(self).is_some()
     }
 
     /// The ring's file descriptor.
