@@ -6,10 +6,10 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::backend;
 use crate::futex::AsyncFutex;
 use crate::sys::eventfd;
 use crate::waiter::{Sink, Waiter};
+use crate::{backend, process};
 
 /// The armed wait of an [`EventFdFutex`].
 enum Armed {
@@ -49,7 +49,7 @@ enum Armed {
 pub struct EventFdFutex {
     futex: AsyncFutex,
     fd: OwnedFd,
-    /// The fork generation (`backend::fork_generation`) that `fd` and the
+    /// The fork generation (`process::fork_generation`) that `fd` and the
     /// armed wait belong to; another one means this is a fork child's
     /// inherited copy, not yet detached.
     generation: AtomicU32,
@@ -74,7 +74,7 @@ impl EventFdFutex {
         Ok(EventFdFutex {
             futex,
             fd: eventfd::create()?,
-            generation: AtomicU32::new(backend::fork_generation()),
+            generation: AtomicU32::new(process::fork_generation()),
             armed: Mutex::new(None),
         })
     }
@@ -93,7 +93,7 @@ impl EventFdFutex {
     /// wait of the parent turned into a completed one here, without
     /// touching that wait or the parent's eventfd.
     fn adopt(&self, slot: &mut Option<Armed>) -> io::Result<()> {
-        let current = backend::fork_generation();
+        let current = process::fork_generation();
         if self.generation.load(Ordering::Acquire) == current {
             return Ok(());
         }
@@ -111,7 +111,7 @@ impl EventFdFutex {
     /// error the fd stays the inherited one and the next `arm`, `ack` or
     /// `cancel` tries again.
     fn adopt_for_fd(&self) {
-        if self.generation.load(Ordering::Acquire) != backend::fork_generation() {
+        if self.generation.load(Ordering::Acquire) != process::fork_generation() {
             let _ = self.adopt(&mut self.slot());
         }
     }

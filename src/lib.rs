@@ -75,6 +75,7 @@ mod fault;
 pub mod ffi;
 mod fork_safe;
 mod futex;
+mod process;
 mod shm;
 pub mod sync;
 mod sys;

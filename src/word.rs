@@ -5,8 +5,8 @@ use std::any::Any;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use crate::backend::fork_generation;
 use crate::fork_safe::ForkSafeMutex;
+use crate::process::fork_generation;
 use crate::sys::futex;
 
 /// Set in [`Word::outstanding`] once the owning handle is being dropped and

@@ -18,7 +18,7 @@ mod thread;
 mod uring;
 
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use crate::fork_safe::ForkSafeMutex;
@@ -144,15 +144,6 @@ static REQUESTED: AtomicU8 = AtomicU8::new(0);
 /// a fork while another thread registers would leave a child's `Once`
 /// running for ever.
 static ATFORK: ForkSafeMutex<bool> = ForkSafeMutex::new(false);
-/// Bumped in every `fork` child: per-process counts inherited from the
-/// parent are stale when their generation differs.
-static FORK_GENERATION: AtomicU32 = AtomicU32::new(0);
-
-/// This process's fork generation (see [`FORK_GENERATION`]).
-pub(crate) fn fork_generation() -> u32 {
-    FORK_GENERATION.load(Ordering::Acquire)
-}
-
 /// The backends inherited from parents through `fork`, newest first: never
 /// used again, but kept reachable so leak checkers in the child do not
 /// report them.
@@ -170,7 +161,7 @@ unsafe extern "C" fn forget_after_fork() {
     }
     STARTING.store(false, Ordering::SeqCst);
     START_ERRNO.store(0, Ordering::SeqCst);
-    FORK_GENERATION.fetch_add(1, Ordering::SeqCst);
+    crate::process::forked();
 }
 
 /// Whether `backend` is the one running in this process (false for a

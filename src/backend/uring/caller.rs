@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use super::outcome_of;
 use super::reaper::Reapers;
-use crate::backend::fork_generation;
+use crate::process::fork_generation;
 use crate::sys::uring::{self, Ring};
 use crate::waiter::{Outcome, Waiter};
 
