@@ -39,6 +39,15 @@
 //! re-arm), 0–1.2 % found their target out of the queue at first.
 //! Protocols that change the word before waking (all the usual ones) are
 //! unaffected: the re-queued wait sees the new value and completes at once.
+//!
+//! What arming costs. Arming pushes the wait on a helper and *kicks* it: a
+//! read-modify-write of its control word, and a `FUTEX_WAKE` only if the
+//! helper is asleep in the kernel ([`SLEEPING`] set). A helper that is
+//! awake (finishing completions, taking its snapshot) needs no syscall: it
+//! notices the kick when it compares the control word before sleeping, so
+//! a burst of arms costs the arming thread about one wake per helper
+//! snapshot, not one per arm (1,000 back-to-back arms: 0.35 → 0.09 µs
+//! each, `examples/thread_arm_cost.rs`).
 
 use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -51,8 +60,21 @@ use crate::waiter::{Outcome, Waiter};
 /// Waits per helper: the vector's first entry is the control word.
 const PER_HELPER: usize = WAITV_MAX - 1;
 
+/// The [`Helper::control`] bit that says the helper is (about to be) asleep
+/// in the kernel on its control word, so a kick must wake it.
+const SLEEPING: u32 = 1;
+/// What a kick adds to [`Helper::control`] (the bits above [`SLEEPING`]
+/// count kicks).
+const KICK: u32 = 2;
+
 struct Helper {
-    /// Bumped and woken whenever the helper's state changes under it.
+    /// Bumped by every kick (whenever the helper's state changes under it),
+    /// plus the [`SLEEPING`] bit. The helper sets that bit just before it
+    /// sleeps (it is part of the value it hands the kernel) and clears it
+    /// when it wakes; the kick that finds it set clears it and is the only
+    /// one to issue a `FUTEX_WAKE`. So arming on a helper that is awake
+    /// (finishing a completion, taking its snapshot) costs no syscall, and
+    /// a burst of kicks to a sleeping helper costs one wake.
     control: AtomicU32,
     state: Mutex<HelperState>,
 }
@@ -66,9 +88,42 @@ struct HelperState {
 }
 
 impl Helper {
+    /// Tells the helper that its state changed: it takes a new snapshot
+    /// before it next sleeps, or is woken if it sleeps already. Called
+    /// after the change, outside the state lock.
     fn kick(&self) {
-        self.control.fetch_add(1, Ordering::Release);
-        let _ = futex::wake(&self.control, 1, true);
+        // One read-modify-write on the word the helper hands the kernel:
+        // if it already stored SLEEPING (about to call, or in, the kernel),
+        // the count changed under it, so the kernel either refuses to
+        // queue it (EAGAIN) or queued it before now and the wake below
+        // reaches it. If it had not stored SLEEPING yet, its `fetch_or`
+        // sees the count changed and it looks at its state again. Every
+        // modification of `control` is a read-modify-write, so the
+        // helper's acquire on it sees the state change made before.
+        let previous = self
+            .control
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |c| {
+                Some(c.wrapping_add(KICK) & !SLEEPING)
+            })
+            .unwrap_or_else(|c| c);
+        if previous & SLEEPING != 0 {
+            let _ = futex::wake(&self.control, 1, true);
+        }
+    }
+
+    /// The helper, before it sleeps on a snapshot taken after reading
+    /// `control`: sets [`SLEEPING`]. Returns the value to hand the kernel,
+    /// or `None` if a kick came since `control` was read (the snapshot may
+    /// be stale: take another).
+    fn prepare_sleep(&self, control: u32) -> Option<u32> {
+        let now = self.control.fetch_or(SLEEPING, Ordering::AcqRel);
+        (now & !SLEEPING == control & !SLEEPING).then_some(now | SLEEPING)
+    }
+
+    /// The helper, back from the kernel (or not going there): kicks need
+    /// not wake it until it sleeps again.
+    fn awake(&self) {
+        self.control.fetch_and(!SLEEPING, Ordering::AcqRel);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HelperState> {
@@ -198,7 +253,9 @@ fn run(helper: &'static Helper) {
     let mut forwards = Vec::new();
     let mut cancelled = Vec::new();
     loop {
-        let control = helper.control.load(Ordering::Acquire);
+        // Read before the snapshot: a kick after this read makes
+        // `prepare_sleep` fail, or reaches us in the kernel.
+        let control = helper.control.load(Ordering::Acquire) & !SLEEPING;
         snapshot.clear();
         {
             let mut state = helper.lock();
@@ -224,13 +281,19 @@ fn run(helper: &'static Helper) {
             // Finishing may have queued more forwards: look again.
             continue;
         }
+        let Some(sleeping) = helper.prepare_sleep(control) else {
+            // Kicked while taking the snapshot: no need to sleep to see it.
+            helper.awake();
+            continue;
+        };
         if snapshot.is_empty() {
             // SAFETY: the control word lives in the leaked helper.
-            let _ = unsafe { futex::wait(&helper.control, control, true, None) };
+            let _ = unsafe { futex::wait(&helper.control, sleeping, true, None) };
+            helper.awake();
             continue;
         }
         vector.clear();
-        vector.push(WaitvEntry::new(&helper.control, control, true));
+        vector.push(WaitvEntry::new(&helper.control, sleeping, true));
         vector.extend(
             snapshot
                 .iter()
@@ -239,6 +302,7 @@ fn run(helper: &'static Helper) {
         // SAFETY: every word stays mapped while its waiter is unfinished
         // (the handle's drop waits for that), and we hold the waiters.
         let result = unsafe { futex::waitv(&vector) };
+        helper.awake();
         if settle(result, &snapshot) {
             helper.lock().waiters.retain(|w| !w.is_done());
         }
