@@ -47,7 +47,19 @@
 //! notices the kick when it compares the control word before sleeping, so
 //! a burst of arms costs the arming thread about one wake per helper
 //! snapshot, not one per arm (1,000 back-to-back arms: 0.35 → 0.09 µs
-//! each, `examples/thread_arm_cost.rs`).
+//! each, `examples/thread_arm_cost.rs`). And a helper left with no wait
+//! after finishing one yields the CPU once before it looks again: the
+//! woken thread, on the same CPU, usually arms its next wait right away,
+//! which then costs no wake-up of the helper and no preemption of the
+//! arming thread. On one CPU that makes the C API + epoll round trip three
+//! context switches per side in either order of arming (arm then notify
+//! the peer, or notify then arm), where the arm-first order took four.
+//! A fresh arm is queued in the kernel only once its helper has run (as
+//! before); the yield lets other runnable threads of that CPU go first, so
+//! under CPU contention that can take up to a scheduler slice longer. Only
+//! a pure wake (one that does not change the word) sent in that gap misses
+//! the new wait, as with a plain `futex(2)` waiter that has not yet called
+//! `FUTEX_WAIT`.
 
 use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -304,7 +316,24 @@ fn run(helper: &'static Helper) {
         let result = unsafe { futex::waitv(&vector) };
         helper.awake();
         if settle(result, &snapshot) {
-            helper.lock().waiters.retain(|w| !w.is_done());
+            let idle = {
+                let mut state = helper.lock();
+                state.waiters.retain(|w| !w.is_done());
+                state.waiters.is_empty() && state.forwards.is_empty()
+            };
+            if idle {
+                // Nothing of ours is out of the kernel queue now and no
+                // forward is pending (a forward goes out first, before the
+                // consumer it came from can arm again and receive it), and
+                // the task or event loop we just woke is likely to arm
+                // again at once: give it the CPU first, so the arm finds us
+                // awake (no FUTEX_WAKE, no extra sleep and wake-up, no
+                // preemption of the arming thread) and we queue it in the
+                // snapshot we take next. With nothing else runnable here
+                // (the woken thread is on another CPU) this returns at
+                // once.
+                std::thread::yield_now();
+            }
         }
     }
 }
