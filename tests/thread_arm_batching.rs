@@ -21,8 +21,10 @@ use asyncfutex::{EventFdFutex, SharedMemory};
 use common::*;
 
 /// Poll timeout for one expected completion. A lost kick never completes;
-/// a sound one takes microseconds. Generous for a loaded 2-CPU machine.
-const COMPLETION_MS: i32 = 5_000;
+/// a sound one takes microseconds. Generous for a loaded 2-CPU machine,
+/// and below the 5 s after which an idle per-wait helper wakes by itself
+/// (a lost wake of it would otherwise heal before the watchdog).
+const COMPLETION_MS: i32 = 2_000;
 
 /// Busy-polls the handle's eventfd (so the consumer reacts within about a
 /// microsecond, while the helper that delivered is still on its way back

@@ -30,6 +30,16 @@
 //! `FUTEX_WAKE(1)`: no sibling is ever out of the kernel here, unlike in
 //! vector mode.
 //!
+//! **Arming** hands the job to the most recently idle helper and bumps its
+//! sequence word; the `FUTEX_WAKE` is issued only if a thread sleeps on
+//! that word. A helper that has just finished a wait yields the CPU once
+//! before it sleeps, so the thread it woke, when it shares the CPU and arms
+//! again at once, finds it awake: no wake-up, no preemption of the arming
+//! thread. A fresh arm is queued in the kernel once its helper runs; after
+//! a yield, under CPU contention, that can take up to a scheduler slice
+//! longer (only a pure wake sent in that gap misses it, as with a plain
+//! `futex(2)` waiter that has not yet called `FUTEX_WAIT`).
+//!
 //! The signal: the highest real-time signal whose disposition is the
 //! default one when the mode starts (`AFX_THREAD_SIGNAL` chooses another,
 //! or `none`); its handler is installed only when this mode is in use, and
@@ -145,6 +155,11 @@ struct Slot {
     /// Bumped (and woken) when a job is handed to the helper and when the
     /// helper lets go of one: the idle helper and cancellers sleep on it.
     seq: AtomicU32,
+    /// How many threads sleep on `seq` or are about to ([`Slot::sleep`]):
+    /// a bump with none issues no `FUTEX_WAKE` (a job handed to a helper
+    /// that is still awake, a helper letting go with no canceller
+    /// waiting).
+    sleepers: AtomicU32,
     job: Mutex<Job>,
 }
 
@@ -161,8 +176,22 @@ impl Slot {
     }
 
     fn bump(&self) {
-        self.seq.fetch_add(1, Ordering::AcqRel);
-        let _ = futex::wake(&self.seq, u32::MAX, true);
+        self.seq.fetch_add(1, Ordering::SeqCst);
+        // Dekker with `sleep`: either this load sees its increment, or its
+        // kernel wait (after the increment) sees our new `seq` and does
+        // not sleep.
+        if self.sleepers.load(Ordering::SeqCst) != 0 {
+            let _ = futex::wake(&self.seq, u32::MAX, true);
+        }
+    }
+
+    /// Sleeps on `seq` while it still holds `seen` (until `deadline`).
+    fn sleep(&self, seen: u32, deadline: &libc::timespec) -> io::Result<WaitResult> {
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: `seq` lives in this slot, which the caller holds.
+        let result = unsafe { futex::wait(&self.seq, seen, true, Some(deadline)) };
+        self.sleepers.fetch_sub(1, Ordering::SeqCst);
+        result
     }
 }
 
@@ -215,6 +244,7 @@ impl PerWaitPool {
             index,
             tid: AtomicI32::new(0),
             seq: AtomicU32::new(0),
+            sleepers: AtomicU32::new(0),
             job: Mutex::new(Job {
                 waiter: Some(Arc::clone(&waiter)),
                 signalled: false,
@@ -290,8 +320,7 @@ impl PerWaitPool {
                 seen
             };
             let deadline = futex::deadline_after(delay);
-            // SAFETY: `seq` lives in the slot we hold an `Arc` of.
-            let _ = unsafe { futex::wait(&slot.seq, seen, true, Some(&deadline)) };
+            let _ = slot.sleep(seen, &deadline);
             delay = (delay * 2).min(RESEND_MAX);
         }
     }
@@ -315,8 +344,7 @@ impl PerWaitPool {
                     break w;
                 }
                 let idle_until = futex::deadline_after(IDLE_TIMEOUT);
-                // SAFETY: `seq` lives in the slot we hold an `Arc` of.
-                let waited = unsafe { futex::wait(&slot.seq, seen, true, Some(&idle_until)) };
+                let waited = slot.sleep(seen, &idle_until);
                 if matches!(waited, Ok(WaitResult::TimedOut)) && self.retire(&slot) {
                     return;
                 }
@@ -337,6 +365,13 @@ impl PerWaitPool {
             }
             lock(&self.idle).push(Arc::clone(&slot));
             slot.bump();
+            // The task or event loop just woken is likely to arm again at
+            // once, and submitters take the most recently idle helper: us.
+            // Give it the CPU first (when it shares ours), so its job finds
+            // us awake: no FUTEX_WAKE, no sleep and wake-up, no preemption
+            // of the arming thread. Returns at once if nothing else is
+            // runnable here.
+            std::thread::yield_now();
         }
     }
 }
