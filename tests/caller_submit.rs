@@ -79,6 +79,36 @@ async fn poll_here<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
     std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *fut).poll(cx))).await
 }
 
+/// A handle that is leaked, not dropped, when its test panics: a handle's
+/// drop waits for its outstanding waits, so after a failed check (a leaked
+/// kernel wait) it would hang instead of letting the failure show.
+struct Handle(Option<AsyncFutex>);
+
+impl std::ops::Deref for Handle {
+    type Target = AsyncFutex;
+    fn deref(&self) -> &AsyncFutex {
+        self.0.as_ref().expect("handle taken")
+    }
+}
+
+impl Handle {
+    /// Drops the handle under [`WATCHDOG`].
+    fn drop_bounded(mut self) {
+        let f = self.0.take().expect("handle taken");
+        bounded("dropping the handle", move || drop(f));
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            if std::thread::panicking() {
+                std::mem::forget(f);
+            }
+        }
+    }
+}
+
 /// A short busy pause that varies with `round`, so racing steps meet at
 /// many different distances.
 fn jitter(round: u32) {
@@ -125,7 +155,7 @@ fn future_armed_in_a_dropped_runtime() {
     let caller = caller_mode(kind);
     eprintln!("[{test}] mode: {}", mode_name(kind));
     let mem = shared_page();
-    let f = mem.futex(0).unwrap();
+    let f = Handle(Some(mem.futex(0).unwrap()));
     let w = word(&mem, 0);
 
     let arm_in_dropped_runtime = |fut: &mut asyncfutex::WaitFuture<'_>| {
@@ -222,7 +252,7 @@ fn future_armed_in_a_dropped_runtime() {
         }
     }
     drop(fut);
-    bounded("dropping the handle", move || drop(f));
+    f.drop_bounded();
 }
 
 /// The race of case (c): a future A armed in a runtime R1 (alive, or
@@ -359,7 +389,7 @@ fn runtime_without_io() {
     };
     let caller = caller_mode(kind);
     let mem = shared_page();
-    let f = mem.futex(0).unwrap();
+    let f = Handle(Some(mem.futex(0).unwrap()));
     let w = word(&mem, 0);
 
     // Count panics raised on this thread (tokio's refusal) while the
@@ -452,7 +482,7 @@ fn runtime_without_io() {
             .unwrap_or_default()
     );
     assert_eq!(kernel_waiters(w), 0);
-    bounded("dropping the handle", move || drop(f));
+    f.drop_bounded();
 }
 
 // ---------------------------------------------------------------------------
@@ -477,7 +507,7 @@ fn thread_exit_completes_futures_held_elsewhere() {
     const K: usize = 8;
     let mem = shared_page();
     for round in 0..ROUNDS {
-        let f = mem.futex(round).unwrap();
+        let f = Handle(Some(mem.futex(round).unwrap()));
         let w = word(&mem, round);
         let keep_runtime = round % 2 == 1;
         let (mut futs, rt) = std::thread::scope(|s| {
@@ -530,7 +560,7 @@ fn thread_exit_completes_futures_held_elsewhere() {
         drop(futs);
         drop(rt);
         assert_eq!(kernel_waiters(w), 0);
-        bounded("dropping the handle", move || drop(f));
+        f.drop_bounded();
     }
     eprintln!(
         "[{test}] {} — {ROUNDS} threads exited with {K} futures each",
