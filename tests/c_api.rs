@@ -392,6 +392,7 @@ c_tests!(
     cancel_forward,
     cancel_race,
     double_arm,
+    eintr_loop,
     epoll_loop,
     fd_leak,
     fork_inherited,

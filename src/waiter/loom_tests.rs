@@ -20,6 +20,10 @@
 //! - `cancel(sync)` returns only once the backend is done (`DELIVERED`);
 //! - a forward made by the consumer's cancel is complete when it returns;
 //! - a `Failed` outcome is observed with its errno;
+//! - with a sink the kernel signals itself (io_uring's eventfd write
+//!   linked to the wait, `kernel_signals`), delivery adds no readiness, a
+//!   cancelled wait's write is drained (`Effects::discard`) and the
+//!   eventfd is still left without stale readiness;
 //! - nothing deadlocks (a lost wake-up of a sleeper is a loom deadlock).
 
 use loom::sync::atomic::{AtomicBool, AtomicUsize};
@@ -88,6 +92,10 @@ struct Scenario {
     double_cancel: bool,
     /// The backend finishes before the consumer acts (done, not observed).
     backend_first: bool,
+    /// The kernel signals the eventfd sink itself, before the backend
+    /// finishes the wait (io_uring's caller-submitted waits: a write of the
+    /// eventfd hard-linked to the `FUTEX_WAIT`, whatever its result).
+    kernel_signals: bool,
 }
 
 const ERRNO: i32 = libc::EFAULT;
@@ -100,6 +108,19 @@ impl Scenario {
             by,
             double_cancel: false,
             backend_first: false,
+            kernel_signals: false,
+        }
+    }
+
+    /// The same, with the eventfd signalled by the kernel itself.
+    fn kernel_signalled(finish: Finish, consumer: Consumer) -> Scenario {
+        assert!(
+            consumer.eventfd(),
+            "only an eventfd sink is kernel-signalled"
+        );
+        Scenario {
+            kernel_signals: true,
+            ..Scenario::new(finish, consumer, ForwardBy::Inline)
         }
     }
 
@@ -182,6 +203,11 @@ impl Model {
             }
         };
         let errno = if outcome == Outcome::Failed { ERRNO } else { 0 };
+        if self.scenario.kernel_signals {
+            // The linked write ran (its completion is what finishes the
+            // waiter), whatever the wait's result.
+            self.readiness.fetch_add(1, SeqCst);
+        }
         self.state.finish(self, outcome, errno);
     }
 
@@ -356,8 +382,23 @@ impl Effects for Model {
             "delivered after the consumer's cancel/ack returned"
         );
         self.delivers.fetch_add(1, SeqCst);
-        if self.scenario.consumer.eventfd() {
+        if self.scenario.kernel_signals {
+            // Nothing to add: the kernel's write is there already, and
+            // nobody drains before `DELIVERED`.
+            assert_eq!(
+                self.readiness.load(SeqCst),
+                1,
+                "the kernel's eventfd write is not visible at delivery"
+            );
+        } else if self.scenario.consumer.eventfd() {
             self.readiness.fetch_add(1, SeqCst);
+        }
+    }
+
+    fn discard(&self) {
+        self.effect();
+        if self.scenario.kernel_signals {
+            self.readiness.store(0, SeqCst);
         }
     }
 
@@ -492,6 +533,39 @@ fn loom_cancel_after_unobserved_completion() {
                 scenario.backend_first = true;
                 check(scenario);
             }
+        }
+    }
+}
+
+#[test]
+fn loom_kernel_signalled_eventfd_vs_cancel() {
+    for consumer in [EventFd, EventFdCancel] {
+        for finish in [
+            Finish::With(Outcome::Woken),
+            Finish::OnCancel,
+            Finish::With(Outcome::Mismatch),
+        ] {
+            check(Scenario::kernel_signalled(finish, consumer));
+        }
+    }
+}
+
+#[test]
+fn loom_kernel_signalled_eventfd_double_cancel() {
+    for finish in [Finish::With(Outcome::Woken), Finish::OnCancel] {
+        let mut scenario = Scenario::kernel_signalled(finish, EventFdCancel);
+        scenario.double_cancel = true;
+        check(scenario);
+    }
+}
+
+#[test]
+fn loom_kernel_signalled_eventfd_after_unobserved_completion() {
+    for consumer in [EventFd, EventFdCancel] {
+        for outcome in [Outcome::Woken, Outcome::Mismatch] {
+            let mut scenario = Scenario::kernel_signalled(Finish::With(outcome), consumer);
+            scenario.backend_first = true;
+            check(scenario);
         }
     }
 }
