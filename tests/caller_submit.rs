@@ -1010,10 +1010,12 @@ fn uring_submit_env_in_fork_children() {
                     again.is_err(),
                     "second select_backend(io_uring) succeeded: {again:?}"
                 );
-                // What automatic selection makes of it (reported, not judged).
-                clog!(
-                    "NOTE: select_backend(None) with AFX_URING_SUBMIT=bogus: {:?}",
-                    asyncfutex::select_backend(None)
+                // Automatic selection does not fall back to the thread
+                // backend over a bad setting: the same clear error.
+                let auto = asyncfutex::select_backend(None);
+                ensure!(
+                    matches!(&auto, Err(e) if e.kind() == io::ErrorKind::InvalidInput),
+                    "select_backend(None) with AFX_URING_SUBMIT=bogus: {auto:?}, want InvalidInput"
                 );
             }
             BackendKind::Thread => {

@@ -236,7 +236,10 @@ fn start_kind(kind: Option<BackendKind>) -> io::Result<&'static Backend> {
         Some(BackendKind::IoUring) => UringBackend::start(),
         Some(BackendKind::Thread) => ThreadBackend::start(),
         None => match UringBackend::start() {
-            Err(e) if is_transient(&e) => Err(e),
+            // Not "io_uring cannot run here": a resource shortage, or a bad
+            // setting (`AFX_URING_SUBMIT`), which the thread backend must
+            // not hide.
+            Err(e) if is_transient(&e) || e.kind() == io::ErrorKind::InvalidInput => Err(e),
             Err(_) => ThreadBackend::start(),
             ok => ok,
         },

@@ -236,6 +236,24 @@ impl Ring {
         }
     }
 
+    /// Queues a futex wait (as [`push_futex_wait`](Self::push_futex_wait))
+    /// and hands it to the kernel at once.
+    ///
+    /// # Safety
+    /// As for [`push_futex_wait`](Self::push_futex_wait).
+    pub(crate) unsafe fn submit_futex_wait(
+        &mut self,
+        word: *const AtomicU32,
+        expected: u32,
+        private: bool,
+        user_data: u64,
+    ) -> io::Result<()> {
+        // SAFETY: forwarded contract.
+        unsafe { self.push_futex_wait(word, expected, private, user_data)? };
+        self.submit_queued();
+        Ok(())
+    }
+
     /// Hands what is queued to the kernel, retrying `EINTR`. Entries the
     /// kernel does not take now (it is short of memory, or its completion
     /// backlog is full) stay queued for the next enter of this ring.

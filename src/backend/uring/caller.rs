@@ -22,10 +22,14 @@
 //!   eventfd has been written and a drain cannot race the kernel's write.
 //! - A cancel is queued on the waiter's own ring and reaped until the
 //!   waiter is finished, from whatever thread cancels.
-//! - If the submitting thread exits, the kernel ends its waits with
-//!   `-ECANCELED` (a spurious completion: the caller re-checks the word)
-//!   and still fires the linked write; the ring lives on while a waiter
-//!   refers to it, and the reaping above finishes those waiters.
+//! - The submitting thread must not exit with waits in flight: on this
+//!   kernel (6.18) they stay queued, and when one completes after the exit
+//!   the kernel cancels its linked write, so nobody would hear of it. So
+//!   the thread-local ring's destructor cancels them all and reaps them
+//!   while the thread still runs their completions: each completes, woken
+//!   if a wake reached it first, else spuriously (the caller re-checks the
+//!   word), and its eventfd is written. The ring lives on while a waiter
+//!   refers to it.
 //! - In a `fork` child, the thread's ring is the parent's: it is left
 //!   untouched (leaked) and the child's first arm makes a new one.
 //!
@@ -220,21 +224,19 @@ impl CallerRing {
         let Some(this) = Self::of_this_thread() else {
             return Err(waiter);
         };
-        let Some(reaper) = this.reapers.ensure_here(&this) else {
+        if !this.reapers.ensure_here(&this) {
             return Err(waiter);
-        };
+        }
         let word = waiter.word().addr();
         let private = waiter.word().is_private();
         let expected = waiter.expected();
         let ptr = Arc::into_raw(waiter);
         this.in_flight.fetch_add(1, Ordering::Relaxed);
         let mut ring = this.lock();
-        // Queued only: the reaper submits once this task yields (one
-        // enter for a burst of arms, see `reaper`).
         // SAFETY: the leaked Arc keeps the waiter and its word's mapping
         // alive until the wait's completion is reaped, which gives it back.
         let pushed =
-            unsafe { ring.push_futex_wait(word, expected, private, ptr as u64 | SOLO_TAG) };
+            unsafe { ring.submit_futex_wait(word, expected, private, ptr as u64 | SOLO_TAG) };
         if pushed.is_err() {
             drop(ring);
             this.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -243,24 +245,16 @@ impl CallerRing {
         }
         // SAFETY: as in `arm`.
         let _ = unsafe { &*ptr }.ring.set(Arc::clone(&this));
-        drop(ring);
-        reaper.request_flush();
-        Ok(())
-    }
-
-    /// Hands the waits queued on the ring to the kernel, and reaps.
-    pub(crate) fn submit_queued(&self) {
-        let mut ring = self.lock();
-        ring.submit_queued();
         let finished = Self::reap_locked(&mut ring);
         drop(ring);
-        self.finish(finished);
+        this.finish(finished);
+        Ok(())
     }
 
     /// Whether a task's wait on this ring will be announced in the tokio
     /// runtime polling it now (starting a reaper there if needed).
     pub(crate) fn serves_here(self: &Arc<Self>) -> bool {
-        self.reapers.ensure_here(self).is_some()
+        self.reapers.ensure_here(self)
     }
 
     /// The ring's file descriptor.

@@ -8,22 +8,13 @@
 //! their tasks' wakers) whenever the fd becomes readable. A ring used under
 //! several runtimes in turn (one current-thread runtime after another on
 //! the same thread) gets a reaper in each; a reaper ends with its runtime.
-//! A future whose ring has no reaper in the runtime polling it (moved to
-//! another runtime, or out of any) completes spuriously (see
+//! A future polled in another runtime than the one it was armed in gets a
+//! reaper there too; polled outside any runtime (or in one without I/O),
+//! it gives its wait up and completes spuriously (see
 //! `Waiter::is_served_here`).
-//!
-//! A reaper also *submits*: a task's wait is queued on the ring without a
-//! syscall and the reaper is woken to hand the queue to the kernel, which
-//! it does when it runs — right after the arming task yields, before the
-//! thread can sleep. So a burst of arms (10,000 tasks polled in a row)
-//! costs one `io_uring_enter`, not one each. (On a multi-thread runtime
-//! the reaper may run on another worker, which then is the submitter.)
 
-use std::future::poll_fn;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Poll, Waker};
 
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -34,41 +25,16 @@ use super::caller::CallerRing;
 /// The runtimes that have a reaper for one ring.
 #[derive(Default)]
 pub(crate) struct Reapers {
-    /// Each reaper's runtime, and its shared state, which the reaper task
-    /// holds: dead once the task is gone (its runtime shut down).
-    live: Mutex<Vec<(Id, Weak<Reaper>)>>,
+    /// Each reaper's runtime, and a token the reaper task holds: dead once
+    /// the task is gone (its runtime shut down).
+    live: Mutex<Vec<(Id, Weak<()>)>>,
     /// Runtimes that cannot take a reaper (built without I/O).
     refused: Mutex<Vec<Id>>,
 }
 
-/// What a reaper task shares with the threads that arm on its ring.
-#[derive(Default)]
-pub(crate) struct Reaper {
-    /// The task's waker, once it has been polled.
-    waker: Mutex<Option<Waker>>,
-    /// Waits were queued on the ring and wait for the reaper to submit.
-    flush: AtomicBool,
-}
-
-impl Reaper {
-    /// Asks the reaper to hand the ring's queued waits to the kernel.
-    pub(crate) fn request_flush(&self) {
-        if !self.flush.swap(true, Ordering::AcqRel) {
-            let waker = self.waker.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            if let Some(waker) = waker {
-                waker.wake();
-            }
-        }
-    }
-
-    fn register(&self, waker: &Waker) {
-        let mut slot = self.waker.lock().unwrap_or_else(|e| e.into_inner());
-        match &*slot {
-            Some(old) if old.will_wake(waker) => {}
-            _ => *slot = Some(waker.clone()),
-        }
-    }
-}
+/// Runtimes without I/O remembered per ring (oldest forgotten first; a
+/// forgotten one only costs another refused registration).
+const MAX_REFUSED: usize = 16;
 
 /// The ring's fd as tokio sees it: registered, never closed by tokio.
 struct RingFd(RawFd);
@@ -80,24 +46,22 @@ impl AsRawFd for RingFd {
 }
 
 impl Reapers {
-    /// The current tokio runtime's reaper for `ring`, started if needed.
-    /// `None` outside a runtime, or if the runtime cannot take one (built
-    /// without I/O, shutting down).
-    pub(crate) fn ensure_here(&self, ring: &Arc<CallerRing>) -> Option<Arc<Reaper>> {
-        let handle = Handle::try_current().ok()?;
+    /// Makes sure the current tokio runtime (if any) has a reaper for
+    /// `ring`. `false` outside a runtime, or if the runtime cannot take
+    /// one (built without I/O, shutting down).
+    pub(crate) fn ensure_here(&self, ring: &Arc<CallerRing>) -> bool {
+        let Ok(handle) = Handle::try_current() else {
+            return false;
+        };
         let id = handle.id();
         let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-        live.retain(|(_, reaper)| reaper.strong_count() > 0);
-        if let Some(reaper) = live
-            .iter()
-            .find(|(runtime, _)| *runtime == id)
-            .and_then(|(_, reaper)| reaper.upgrade())
-        {
-            return Some(reaper);
+        live.retain(|(_, token)| token.strong_count() > 0);
+        if live.iter().any(|(runtime, _)| *runtime == id) {
+            return true;
         }
         let refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
         if refused.contains(&id) {
-            return None;
+            return false;
         }
         drop(refused);
         // Registering needs the runtime's I/O driver, and tokio panics
@@ -111,40 +75,34 @@ impl Reapers {
         let Ok(Ok(fd)) = registered else {
             if registered.is_err() {
                 let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+                if refused.len() == MAX_REFUSED {
+                    refused.remove(0);
+                }
                 refused.push(id);
             }
-            return None;
+            return false;
         };
-        let reaper = Arc::new(Reaper::default());
-        live.push((id, Arc::downgrade(&reaper)));
+        let token = Arc::new(());
+        live.push((id, Arc::downgrade(&token)));
         drop(live);
         let ring = Arc::clone(ring);
-        let shared = Arc::clone(&reaper);
-        drop(handle.spawn(async move { reap_on_readiness(&ring, &fd, &shared).await }));
-        Some(reaper)
+        drop(handle.spawn(async move {
+            let _token = token;
+            reap_on_readiness(&ring, &fd).await;
+        }));
+        true
     }
 }
 
-/// The reaper task: submits what arming threads queued, and reaps the
-/// ring each time its fd polls readable. Registers its waker before it
-/// looks at the flush request, and clears the readiness *before* reaping,
-/// so neither a request nor a completion that comes meanwhile is missed.
-async fn reap_on_readiness(ring: &CallerRing, fd: &AsyncFd<RingFd>, shared: &Reaper) {
-    poll_fn(|cx| {
-        shared.register(cx.waker());
-        if shared.flush.swap(false, Ordering::AcqRel) {
-            ring.submit_queued();
-        }
-        loop {
-            match fd.poll_read_ready(cx) {
-                Poll::Ready(Ok(mut ready)) => {
-                    ready.clear_ready();
-                    ring.reap();
-                }
-                Poll::Ready(Err(_)) => return Poll::Ready(()),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-    })
-    .await
+/// The reaper task: reaps the ring each time its fd polls readable. Clears
+/// the readiness *before* reaping, so a completion posted while it reaps
+/// raises a new one.
+async fn reap_on_readiness(ring: &CallerRing, fd: &AsyncFd<RingFd>) {
+    loop {
+        let Ok(mut ready) = fd.readable().await else {
+            return;
+        };
+        ready.clear_ready();
+        ring.reap();
+    }
 }
