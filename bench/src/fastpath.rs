@@ -208,17 +208,17 @@ pub fn library(via: Via, cheap: u64, arms: u64) -> Result<Vec<FastPath>, String>
         }
         let hops = match (via.kind, via.submit) {
             (BackendKind::IoUring, Some(Submit::Caller)) => {
-                "AFX_URING_SUBMIT=caller: the arming thread submits to its own ring \
-                 (io_uring_enter on arm and on cancel; a library without the mode \
-                 behaves as thread)"
+                "caller: io_uring_enter on arm (FUTEX_WAIT + linked eventfd WRITE, own \
+                 ring); cancel: io_uring_enter (ASYNC_CANCEL), io_uring_enter(GETEVENTS) \
+                 running the completion here, eventfd read draining the kernel's write"
             }
             (BackendKind::IoUring, _) => {
                 "caller: FUTEX_WAKE doorbell on arm and on cancel, FUTEX_WAIT until the \
                  ring thread delivers; ring thread: io_uring_enter for submit and cancel"
             }
             _ => {
-                "caller: FUTEX_WAKE helper kick on arm and on cancel, FUTEX_WAIT until the \
-                 helper delivers; helper: futex_waitv re-issued"
+                "caller: FUTEX_WAKE helper kick on arm and on cancel (only if the helper \
+                 sleeps), FUTEX_WAIT until the helper delivers; helper: futex_waitv re-issued"
             }
         };
         push(
