@@ -951,6 +951,108 @@ fn abort_vs_wake_race_on_multi_thread_runtime() {
 // ---------------------------------------------------------------------------
 // 6. AFX_URING_SUBMIT in fork children (the backend starts afresh there)
 
+/// A thread that cannot make its ring for lack of descriptors still arms
+/// (through the ring thread), and makes its ring on a later arm once
+/// descriptors are free again: the shortage is not remembered.
+#[test]
+fn ring_made_after_a_descriptor_shortage() {
+    let test = "ring_made_after_a_descriptor_shortage";
+    let _serial = serial();
+    let Some(kind) = start(test) else {
+        return;
+    };
+    if kind != BackendKind::IoUring {
+        eprintln!("SKIP: [{test}] caller rings exist only on the io_uring backend ({kind})");
+        return;
+    }
+    let mem = shared_page();
+    fork_child(test, move || {
+        child_backend_is(kind)?;
+        std::env::remove_var("AFX_URING_SUBMIT");
+        let f = EventFdFutex::new(mem.futex(0).map_err(|e| format!("futex: {e}"))?)
+            .map_err(|e| format!("EventFdFutex::new: {e}"))?;
+        // Fill the descriptor table up to the limit: no fd for a ring.
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: a valid rlimit out-parameter.
+        ensure!(
+            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0,
+            "getrlimit"
+        );
+        let saved = limit;
+        let rings = uring_fds();
+        limit.rlim_cur = (open_fds().len() + 8) as libc::rlim_t;
+        // SAFETY: a valid rlimit.
+        ensure!(
+            unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } == 0,
+            "setrlimit"
+        );
+        let mut fillers = Vec::new();
+        loop {
+            // SAFETY: eventfd takes no pointers.
+            let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+            if fd < 0 {
+                break;
+            }
+            fillers.push(fd);
+        }
+        let w = f.futex().word();
+        for round in 0..2u32 {
+            w.store(round, Ordering::SeqCst);
+            f.arm(round)
+                .map_err(|e| format!("arm while out of fds: {e}"))?;
+            try_wait_for_waiters(w, 1, "the wait queued without a ring of this thread")?;
+            w.store(round + 1, Ordering::SeqCst);
+            f.futex().wake(1).map_err(|e| format!("wake: {e}"))?;
+            ensure!(
+                fd_readable(f.as_fd(), WATCHDOG.as_millis() as i32),
+                "round {round}: eventfd not readable after the wake"
+            );
+            ensure!(
+                f.ack().map_err(|e| format!("ack: {e}"))?,
+                "round {round}: ack"
+            );
+        }
+        for fd in fillers {
+            // SAFETY: our own descriptors.
+            unsafe { libc::close(fd) };
+        }
+        // (Counted once descriptors are free: reading /proc needs one.)
+        ensure!(
+            uring_fds() == rings,
+            "a ring was made with no descriptor free"
+        );
+        // SAFETY: a valid rlimit.
+        ensure!(
+            unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &saved) } == 0,
+            "setrlimit"
+        );
+        w.store(10, Ordering::SeqCst);
+        f.arm(10)
+            .map_err(|e| format!("arm after the shortage: {e}"))?;
+        ensure!(
+            uring_fds() == rings + 1,
+            "no ring made once descriptors were free again ({} io_uring fds, {rings} before)",
+            uring_fds()
+        );
+        w.store(11, Ordering::SeqCst);
+        f.futex().wake(1).map_err(|e| format!("wake: {e}"))?;
+        ensure!(
+            fd_readable(f.as_fd(), WATCHDOG.as_millis() as i32),
+            "eventfd not readable after the wake"
+        );
+        ensure!(
+            f.ack().map_err(|e| format!("ack: {e}"))?,
+            "ack after the shortage"
+        );
+        clog!("[{test}] armed twice with no fd for a ring (ring thread), then on a new ring");
+        Ok(())
+    })
+    .expect_ok();
+}
+
 /// One `EventFdFutex` arm / wake / ack round on `w`, from this thread.
 fn eventfd_round(f: AsyncFutex) -> ChildResult {
     f.word().store(0, Ordering::SeqCst);

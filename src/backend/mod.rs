@@ -199,7 +199,7 @@ fn requested() -> io::Result<Option<BackendKind>> {
 /// Errors that say "not now" (out of file descriptors, memory, threads)
 /// rather than "not here": neither a reason to fall back to another backend
 /// for the life of the process, nor to remember the failure.
-fn is_transient(e: &io::Error) -> bool {
+pub(crate) fn is_transient(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EAGAIN)

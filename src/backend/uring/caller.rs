@@ -44,6 +44,7 @@ use std::time::Duration;
 
 use super::outcome_of;
 use super::reaper::Reapers;
+use crate::backend::is_transient;
 use crate::process::fork_generation;
 use crate::sys::uring::{self, Ring};
 use crate::waiter::{Outcome, Waiter};
@@ -87,8 +88,9 @@ pub(crate) struct CallerRing {
 enum Local {
     Unset,
     Ready(Arc<CallerRing>),
-    /// The thread could not make a ring (out of memory or descriptors, a
-    /// limit on rings): its waits go through the ring thread.
+    /// The thread cannot make a ring (refused: `EPERM`, `ENOSYS`, …): its
+    /// waits go through the ring thread. Not for a shortage of descriptors
+    /// or memory, which the next arm retries.
     Unavailable(u32),
 }
 
@@ -156,6 +158,9 @@ impl CallerRing {
                         *local = Local::Ready(Arc::clone(&ring));
                         Some(ring)
                     }
+                    // Out of descriptors or memory is "not now": the next
+                    // arm tries again (meanwhile the ring thread serves).
+                    Err(e) if is_transient(&e) => None,
                     Err(_) => {
                         *local = Local::Unavailable(generation);
                         None
