@@ -14,7 +14,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
-use io_uring::squeue::Flags;
+use io_uring::squeue::{self, Flags};
 use io_uring::{opcode, types, IoUring, Probe};
 
 use super::futex::{futex2_flags, BITSET_MATCH_ANY};
@@ -111,15 +111,7 @@ impl Ring {
         private: bool,
         user_data: u64,
     ) -> io::Result<()> {
-        let entry = opcode::FutexWait::new(
-            word.cast(),
-            u64::from(expected),
-            u64::from(BITSET_MATCH_ANY),
-            futex2_flags(private),
-        )
-        .build()
-        .user_data(user_data);
-        self.push(entry)
+        self.push(futex_wait_entry(word, expected, private).user_data(user_data))
     }
 
     /// Queues a futex wait on `word` (as [`push_futex_wait`]) hard-linked
@@ -145,15 +137,9 @@ impl Ring {
         eventfd: RawFd,
         write_data: u64,
     ) -> io::Result<()> {
-        let wait = opcode::FutexWait::new(
-            word.cast(),
-            u64::from(expected),
-            u64::from(BITSET_MATCH_ANY),
-            futex2_flags(private),
-        )
-        .build()
-        .flags(Flags::IO_HARDLINK)
-        .user_data(wait_data);
+        let wait = futex_wait_entry(word, expected, private)
+            .flags(Flags::IO_HARDLINK)
+            .user_data(wait_data);
         let write = opcode::Write::new(types::Fd(eventfd), (&ONE as *const u64).cast(), 8)
             .build()
             .user_data(write_data);
@@ -236,24 +222,6 @@ impl Ring {
         }
     }
 
-    /// Queues a futex wait (as [`push_futex_wait`](Self::push_futex_wait))
-    /// and hands it to the kernel at once.
-    ///
-    /// # Safety
-    /// As for [`push_futex_wait`](Self::push_futex_wait).
-    pub(crate) unsafe fn submit_futex_wait(
-        &mut self,
-        word: *const AtomicU32,
-        expected: u32,
-        private: bool,
-        user_data: u64,
-    ) -> io::Result<()> {
-        // SAFETY: forwarded contract.
-        unsafe { self.push_futex_wait(word, expected, private, user_data)? };
-        self.submit_queued();
-        Ok(())
-    }
-
     /// Hands what is queued to the kernel, retrying `EINTR`. Entries the
     /// kernel does not take now (it is short of memory, or its completion
     /// backlog is full) stay queued for the next enter of this ring.
@@ -265,6 +233,17 @@ impl Ring {
             }
         }
     }
+}
+
+/// An `IORING_OP_FUTEX_WAIT` on `word` for `expected` (any bit), 32-bit.
+fn futex_wait_entry(word: *const AtomicU32, expected: u32, private: bool) -> squeue::Entry {
+    opcode::FutexWait::new(
+        word.cast(),
+        u64::from(expected),
+        u64::from(BITSET_MATCH_ANY),
+        futex2_flags(private),
+    )
+    .build()
 }
 
 /// Sleeps until the ring `fd` has a completion to reap, or `timeout`

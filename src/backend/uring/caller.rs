@@ -36,9 +36,10 @@
 //! [`EventFdFutex`]: crate::EventFdFutex
 
 use std::cell::RefCell;
+use std::io;
 use std::mem::ManuallyDrop;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -182,43 +183,22 @@ impl CallerRing {
         let Some(this) = Self::of_this_thread() else {
             return Err(waiter);
         };
-        let word = waiter.word().addr();
-        let private = waiter.word().is_private();
-        let expected = waiter.expected();
-        let ptr = Arc::into_raw(waiter);
-        this.in_flight.fetch_add(1, Ordering::Relaxed);
-        let mut ring = this.lock();
-        // SAFETY: the leaked Arc keeps the waiter, its word's mapping and
-        // (through its handle, which keeps its eventfd open until the
-        // waiter is finished) the eventfd alive until the write's
-        // completion is reaped, which gives the Arc back.
-        let pushed = unsafe {
-            ring.push_futex_wait_signalling(
-                word,
-                expected,
-                private,
-                ptr as u64,
-                eventfd,
-                ptr as u64 | WRITE_TAG,
-            )
-        };
-        if pushed.is_err() {
-            drop(ring);
-            this.in_flight.fetch_sub(1, Ordering::Relaxed);
-            // SAFETY: not queued, so the Arc leaked above is still ours.
-            let waiter = unsafe { Arc::from_raw(ptr) };
-            return Err(waiter);
-        }
-        // SAFETY: the leaked Arc is alive; nobody can reap its completions
-        // before we release the lock.
-        let _ = unsafe { &*ptr }.ring.set(Arc::clone(&this));
-        // Queued: from here the kernel will see it at the latest on the
-        // next enter of this ring, so the wait is armed either way.
-        ring.submit_queued();
-        let finished = Self::reap_locked(&mut ring);
-        drop(ring);
-        this.finish(finished);
-        Ok(())
+        this.submit(waiter, |ring, word, expected, private, data| {
+            // SAFETY: the Arc leaked by `submit` keeps the waiter, its
+            // word's mapping and (through its handle, which keeps its
+            // eventfd open until the waiter is finished) the eventfd alive
+            // until the write's completion is reaped, which gives it back.
+            unsafe {
+                ring.push_futex_wait_signalling(
+                    word,
+                    expected,
+                    private,
+                    data,
+                    eventfd,
+                    data | WRITE_TAG,
+                )
+            }
+        })
     }
 
     /// Submits a task's wait from this thread, for the current tokio
@@ -232,27 +212,45 @@ impl CallerRing {
         if !this.reapers.ensure_here(&this) {
             return Err(waiter);
         }
+        this.submit(waiter, |ring, word, expected, private, data| {
+            // SAFETY: the Arc leaked by `submit` keeps the waiter and its
+            // word's mapping alive until the wait's completion is reaped,
+            // which gives it back.
+            unsafe { ring.push_futex_wait(word, expected, private, data) }
+        })
+    }
+
+    /// Queues `waiter`'s wait with `push` (given the word, the expected
+    /// value, the key scope and the wait's `user_data`, see `wait_data`),
+    /// leaking an `Arc` of the waiter for its completions, and hands it to
+    /// the kernel. Gives the waiter back if it could not be queued.
+    fn submit(
+        self: &Arc<Self>,
+        waiter: Arc<Waiter>,
+        push: impl FnOnce(&mut Ring, *const AtomicU32, u32, bool, u64) -> io::Result<()>,
+    ) -> Result<(), Arc<Waiter>> {
         let word = waiter.word().addr();
         let private = waiter.word().is_private();
         let expected = waiter.expected();
+        let data = Self::wait_data(&waiter);
         let ptr = Arc::into_raw(waiter);
-        this.in_flight.fetch_add(1, Ordering::Relaxed);
-        let mut ring = this.lock();
-        // SAFETY: the leaked Arc keeps the waiter and its word's mapping
-        // alive until the wait's completion is reaped, which gives it back.
-        let pushed =
-            unsafe { ring.submit_futex_wait(word, expected, private, ptr as u64 | SOLO_TAG) };
-        if pushed.is_err() {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let mut ring = self.lock();
+        if push(&mut ring, word, expected, private, data).is_err() {
             drop(ring);
-            this.in_flight.fetch_sub(1, Ordering::Relaxed);
+            self.in_flight.fetch_sub(1, Ordering::Relaxed);
             // SAFETY: not queued, so the Arc leaked above is still ours.
             return Err(unsafe { Arc::from_raw(ptr) });
         }
-        // SAFETY: as in `arm`.
-        let _ = unsafe { &*ptr }.ring.set(Arc::clone(&this));
+        // SAFETY: the leaked Arc is alive; nobody can reap its completions
+        // before we release the lock.
+        let _ = unsafe { &*ptr }.ring.set(Arc::clone(self));
+        // Queued: from here the kernel will see it at the latest on the
+        // next enter of this ring, so the wait is armed either way.
+        ring.submit_queued();
         let finished = Self::reap_locked(&mut ring);
         drop(ring);
-        this.finish(finished);
+        self.finish(finished);
         Ok(())
     }
 
@@ -351,9 +349,10 @@ impl CallerRing {
         self.reap_until_finished(waiter);
     }
 
-    /// The `user_data` of `waiter`'s wait.
-    fn wait_data(waiter: &Arc<Waiter>) -> u64 {
-        let ptr = Arc::as_ptr(waiter) as u64;
+    /// The `user_data` of `waiter`'s wait (its linked write's adds
+    /// [`WRITE_TAG`]).
+    fn wait_data(waiter: &Waiter) -> u64 {
+        let ptr = waiter as *const Waiter as u64;
         if waiter.eventfd().is_some() {
             ptr
         } else {
