@@ -675,18 +675,6 @@ fn no_fd_leak_over_many_handle_cycles() {
     if start(test).is_none() {
         return;
     }
-    fn open_fds() -> std::collections::BTreeMap<String, String> {
-        std::fs::read_dir("/proc/self/fd")
-            .unwrap()
-            .flatten()
-            .map(|e| {
-                let target = std::fs::read_link(e.path())
-                    .map(|t| t.display().to_string())
-                    .unwrap_or_default();
-                (e.file_name().to_string_lossy().into_owned(), target)
-            })
-            .collect()
-    }
     let mem = shared_page();
     // Warm up (backend threads, lazily opened fds).
     {

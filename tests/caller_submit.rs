@@ -16,7 +16,6 @@
 #[macro_use]
 mod common;
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
 use std::os::fd::AsFd;
@@ -50,20 +49,6 @@ fn mode_name(kind: BackendKind) -> &'static str {
         (BackendKind::Thread, _) => "thread backend",
         _ => "another backend",
     }
-}
-
-/// This process's open descriptors and what they point to.
-fn open_fds() -> BTreeMap<String, String> {
-    std::fs::read_dir("/proc/self/fd")
-        .unwrap()
-        .flatten()
-        .map(|e| {
-            let target = std::fs::read_link(e.path())
-                .map(|t| t.display().to_string())
-                .unwrap_or_default();
-            (e.file_name().to_string_lossy().into_owned(), target)
-        })
-        .collect()
 }
 
 /// How many io_uring instances this process has open.

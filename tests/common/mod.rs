@@ -860,3 +860,18 @@ pub fn shared_page() -> Arc<SharedMemory> {
 pub fn word(mem: &SharedMemory, i: usize) -> &AtomicU32 {
     mem.word(i).expect("word index")
 }
+
+/// This process's open descriptors: number → what `/proc/self/fd` says
+/// each refers to.
+pub fn open_fds() -> std::collections::BTreeMap<String, String> {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            let target = std::fs::read_link(e.path())
+                .map(|t| t.display().to_string())
+                .unwrap_or_default();
+            (e.file_name().to_string_lossy().into_owned(), target)
+        })
+        .collect()
+}
