@@ -43,7 +43,7 @@ done
 if AFX_BACKEND=io_uring cargo run -q --example probe >/dev/null 2>&1; then
     step "ring-thread mode: AFX_BACKEND=io_uring AFX_URING_SUBMIT=thread"
     if ! AFX_BACKEND=io_uring AFX_URING_SUBMIT=thread cargo test --test async_semantics \
-        --test cross_process --test c_api --test sync_primitives; then
+        --test cross_process --test c_api --test sync_primitives --test wait_any; then
         failures+=("cargo test, ring-thread mode (AFX_URING_SUBMIT=thread)")
     fi
 fi
@@ -54,11 +54,11 @@ fi
 if AFX_BACKEND=thread cargo run -q --example probe >/dev/null 2>&1; then
     step "per-wait mode: AFX_BACKEND=thread AFX_THREAD_WAITV=0"
     if ! AFX_BACKEND=thread AFX_THREAD_WAITV=0 cargo test --test async_semantics \
-        --test cross_process --test reliability_soak; then
+        --test cross_process --test reliability_soak --test wait_any; then
         failures+=("cargo test, per-wait mode (AFX_THREAD_WAITV=0)")
     fi
-    if ! AFX_BACKEND=thread AFX_THREAD_WAITV=0 cargo test --test c_api fork_inherited; then
-        failures+=("C fork test, per-wait mode (AFX_THREAD_WAITV=0)")
+    if ! AFX_BACKEND=thread AFX_THREAD_WAITV=0 cargo test --test c_api -- fork_inherited waitv; then
+        failures+=("C fork and vector-wait tests, per-wait mode (AFX_THREAD_WAITV=0)")
     fi
 fi
 
