@@ -12,7 +12,10 @@
 //! suite runs once per backend:
 //! `AFX_BACKEND=io_uring cargo test --test examples` and
 //! `AFX_BACKEND=thread cargo test --test examples`. A backend that cannot
-//! run on this machine gives counted SKIP lines, never a silent pass.
+//! run on this machine gives counted SKIP lines, never a silent pass; so
+//! does a vector-wait example (`wait_any_queues`, `multi_queue`) where
+//! vector waits cannot work (the thread backend's per-wait mode), and only
+//! there: a skip anywhere else fails.
 //!
 //! Needs `make`, a C compiler and libuv (`pkg-config libuv`); a missing one
 //! is a failure with an install hint, not a skip.
@@ -166,10 +169,72 @@ fn c_built() -> &'static CBuild {
     }
 }
 
+/// Exit status of an example that cannot run here; its last line is then
+/// `SKIP: <why>`. Only the vector-wait examples use it, and only where
+/// vector waits are unavailable (see [`vector_waits_unavailable`]).
+const SKIP_STATUS: i32 = 77;
+
+/// `Some(why)` where vector waits (`wait_any`, `afx_waitv_async`) cannot
+/// work: the thread backend's per-wait mode, forced by `AFX_THREAD_WAITV`
+/// or taken because the kernel refuses `futex_waitv(2)`. `None` means they
+/// must work, so an example that skips fails.
+fn vector_waits_unavailable() -> Option<String> {
+    if let Ok(v) = std::env::var("AFX_THREAD_WAITV") {
+        if matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "0" | "off" | "no" | "false"
+        ) {
+            return Some(format!("AFX_THREAD_WAITV={v} forces the per-wait mode"));
+        }
+    }
+    // futex_waitv(2) with one entry whose word does not hold the expected
+    // value: EAGAIN at once where the call exists.
+    #[repr(C)]
+    struct FutexWaitv {
+        val: u64,
+        uaddr: u64,
+        flags: u32,
+        reserved: u32,
+    }
+    let word = std::sync::atomic::AtomicU32::new(0);
+    let entry = FutexWaitv {
+        val: 1,
+        uaddr: word.as_ptr() as u64,
+        flags: 0x02 | 128, // FUTEX2_SIZE_U32 | FUTEX2_PRIVATE
+        reserved: 0,
+    };
+    // SAFETY: one valid entry on a live word, no timeout; it cannot sleep
+    // (the word does not hold `val`).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_futex_waitv,
+            &entry as *const FutexWaitv,
+            1u32,
+            0u32,
+            std::ptr::null::<libc::timespec>(),
+            libc::CLOCK_MONOTONIC,
+        )
+    };
+    let err = std::io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::ENOSYS) | Some(libc::EPERM) if r < 0 => {
+            Some(format!("this kernel refuses futex_waitv(2): {err}"))
+        }
+        _ => None,
+    }
+}
+
 /// Passes when the program exited 0, printed `last_line_prefix` as its
 /// final line, and names the requested backend; panics with its output
-/// otherwise.
-fn judge(label: &str, outcome: &Outcome, last_line_prefix: &str) {
+/// otherwise. A program that exits [`SKIP_STATUS`] with a final
+/// `SKIP: <why>` line is a counted skip when `skip_allowed` says why it may
+/// skip here, and a failure otherwise.
+fn judge_or_skip(
+    label: &str,
+    outcome: &Outcome,
+    last_line_prefix: &str,
+    skip_allowed: impl Fn() -> Option<String>,
+) {
     let shown = || {
         format!(
             "--- stdout ---\n{}--- stderr ---\n{}",
@@ -183,6 +248,27 @@ fn judge(label: &str, outcome: &Outcome, last_line_prefix: &str) {
             outcome.elapsed,
             shown()
         );
+    }
+    if outcome.status.and_then(|s| s.code()) == Some(SKIP_STATUS) {
+        let last = outcome.stdout.lines().last().unwrap_or("");
+        match (last.strip_prefix("SKIP: "), skip_allowed()) {
+            (Some(why), Some(allowed)) => {
+                let n = SKIPS.fetch_add(1, Ordering::SeqCst) + 1;
+                announce(&format!(
+                    "SKIP {label}: {why} ({allowed}) [skip #{n} of this run]"
+                ));
+                return;
+            }
+            (_, None) => panic!(
+                "{label}: skipped, but nothing here should make it skip \
+                 (AFX_BACKEND={backend})\n{}",
+                shown()
+            ),
+            (None, Some(_)) => panic!(
+                "{label}: exit status {SKIP_STATUS} without a final \"SKIP: <why>\" line\n{}",
+                shown()
+            ),
+        }
     }
     if outcome.status.and_then(|s| s.code()) != Some(0) {
         panic!(
@@ -217,6 +303,16 @@ fn judge(label: &str, outcome: &Outcome, last_line_prefix: &str) {
 
 /// Builds (once) and runs one Rust example, or the `bin` binary.
 fn run_rust(name: &str, bin: bool, last_line_prefix: &str) {
+    run_rust_or_skip(name, bin, last_line_prefix, || None);
+}
+
+/// [`run_rust`] for an example that may skip where `skip_allowed` says.
+fn run_rust_or_skip(
+    name: &str,
+    bin: bool,
+    last_line_prefix: &str,
+    skip_allowed: impl Fn() -> Option<String>,
+) {
     if skip_if_unavailable(name) {
         return;
     }
@@ -228,11 +324,16 @@ fn run_rust(name: &str, bin: bool, last_line_prefix: &str) {
     };
     assert!(path.exists(), "{} was not built", path.display());
     let outcome = run_with_watchdog(Command::new(&path));
-    judge(name, &outcome, last_line_prefix);
+    judge_or_skip(name, &outcome, last_line_prefix, skip_allowed);
 }
 
 /// Builds (once) and runs one C example from `examples-c/`.
 fn run_c(name: &str) {
+    run_c_or_skip(name, || None);
+}
+
+/// [`run_c`] for an example that may skip where `skip_allowed` says.
+fn run_c_or_skip(name: &str, skip_allowed: impl Fn() -> Option<String>) {
     let label = format!("examples-c/{name}");
     if skip_if_unavailable(&label) {
         return;
@@ -260,7 +361,7 @@ fn run_c(name: &str) {
     let mut cmd = Command::new(&path);
     support::sanitizer_options(&mut cmd);
     let outcome = run_with_watchdog(cmd);
-    judge(&label, &outcome, "OK");
+    judge_or_skip(&label, &outcome, "OK", skip_allowed);
 }
 
 #[test]
@@ -281,6 +382,12 @@ fn rust_process_lock() {
 #[test]
 fn rust_broadcast() {
     run_rust("broadcast", false, "OK");
+}
+
+/// One consumer, eight producer processes, one `wait_any` over eight words.
+#[test]
+fn rust_wait_any_queues() {
+    run_rust_or_skip("wait_any_queues", false, "OK", vector_waits_unavailable);
 }
 
 #[test]
@@ -306,4 +413,10 @@ fn c_process_lock() {
 #[test]
 fn c_broadcast() {
     run_c("broadcast");
+}
+
+/// The same with `afx_waitv_async` + epoll on one eventfd.
+#[test]
+fn c_multi_queue() {
+    run_c_or_skip("multi_queue", vector_waits_unavailable);
 }

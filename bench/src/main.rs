@@ -3,6 +3,9 @@
 //!
 //! `cargo run --release -p afx-bench -- [--quick] [--out DIR] [--wait-load X] [--only SECTIONS]`
 //!
+//! Sections: `pingpong` (round trips), `waitv` (round trips through a wait
+//! on any of 8 words), `fastpath`, `scale`, `throughput`.
+//!
 //! Every measurement runs in a fresh forked process (its own backend,
 //! runtime and CPU affinity); the orchestrator stays single-threaded.
 
@@ -13,6 +16,7 @@ mod svg;
 mod sys;
 mod throughput;
 mod via;
+mod waitv;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -42,7 +46,7 @@ struct Config {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: afx-bench [--quick] [--out DIR] [--wait-load LOAD1] [--only pingpong,fastpath,scale,throughput]\n\
+        "usage: afx-bench [--quick] [--out DIR] [--wait-load LOAD1] [--only pingpong,waitv,fastpath,scale,throughput]\n\
          --quick       small sample counts (under a minute)\n\
          --out DIR     where results.json and the SVG plots go (default target/afx-bench)\n\
          --wait-load X first wait (up to 10 min) until the 1-minute loadavg is below X"
@@ -172,6 +176,10 @@ struct Report {
     load_wait: String,
     placements: Vec<Placement>,
     latency: Vec<Latency>,
+    /// Round trips through a wait on 1 of 8 words (section `waitv`): the
+    /// same fields as `latency`; `base` of a vector-wait row is the 8
+    /// single waits on the same backend.
+    waitv: Vec<Latency>,
     fastpath: Vec<fastpath::FastPath>,
     fastpath_errors: Vec<String>,
     scale: Vec<scale::ScaleResult>,
@@ -211,7 +219,7 @@ fn latency_of(
     mech: Mech,
     r: Result<pingpong::RunResult, String>,
 ) -> Latency {
-    let mut l = Latency {
+    let l = Latency {
         placement,
         id: mech.id(),
         label: mech.label(),
@@ -221,6 +229,30 @@ fn latency_of(
         base: mech.base().map(Mech::id),
         ..Default::default()
     };
+    with_samples(l, r)
+}
+
+/// A `waitv` section row.
+fn waitv_latency(
+    placement: &'static str,
+    mech: waitv::WMech,
+    r: Result<pingpong::RunResult, String>,
+) -> Latency {
+    let l = Latency {
+        placement,
+        id: mech.id(),
+        label: mech.label(),
+        order: mech.order().map(Order::name),
+        backend: mech.via().map(Via::backend),
+        submit: mech.via().and_then(Via::submit_name),
+        base: mech.base().map(waitv::WMech::id),
+        ..Default::default()
+    };
+    with_samples(l, r)
+}
+
+/// Fills a row's figures from a run's samples (or its error).
+fn with_samples(mut l: Latency, r: Result<pingpong::RunResult, String>) -> Latency {
     match r {
         Err(e) => l.error = Some(e),
         Ok(r) if r.samples_ns.is_empty() => l.error = Some("no samples".into()),
@@ -253,7 +285,8 @@ fn us(ns: Option<u64>) -> String {
 }
 
 /// `--verify FILE`: checks that a results.json parses and that every
-/// mechanism, fast path, scale point and transport has numbers.
+/// mechanism (of the `pingpong` and `waitv` sections), fast path, scale
+/// point and transport has numbers.
 fn verify(path: &str) -> ExitCode {
     let problems = match std::fs::read(path)
         .map_err(|e| e.to_string())
@@ -319,6 +352,43 @@ fn verify_value(v: &serde_json::Value) -> Vec<String> {
                     if num(l, k).is_none() {
                         problems.push(format!("latency {p} {id}: no {k}"));
                     }
+                }
+            }
+        }
+    }
+    let waitv = v["waitv"].as_array().cloned().unwrap_or_default();
+    for p in &placements {
+        for mech in waitv::WMech::all() {
+            let id = mech.id();
+            let found = waitv
+                .iter()
+                .find(|l| l["placement"] == p.as_str() && l["id"] == id.as_str());
+            let Some(l) = found else {
+                problems.push(format!("waitv {p} {id}: missing"));
+                continue;
+            };
+            for k in [
+                "median_ns",
+                "p99_ns",
+                "p999_ns",
+                "ctx_switches_a",
+                "ratio_to_raw",
+            ] {
+                if num(l, k).is_none() {
+                    problems.push(format!("waitv {p} {id}: no {k} ({})", l["error"]));
+                }
+            }
+            if mech.base().is_some() && num(l, "ratio_to_base").is_none() {
+                problems.push(format!("waitv {p} {id}: no ratio_to_base"));
+            }
+            if let Some(via) = mech.via() {
+                if l["backend"].as_str() != Some(via.backend())
+                    || l["submit"].as_str() != via.submit_name()
+                {
+                    problems.push(format!(
+                        "waitv {p} {id}: backend {} submit {}",
+                        l["backend"], l["submit"]
+                    ));
                 }
             }
         }
@@ -469,45 +539,46 @@ fn main() -> ExitCode {
                     );
                     let cpus = p.cpus;
                     let r = sys::isolated(TIMEOUT, move || pingpong::measure(mech, cpus, per_pass));
-                    if pass == 0 {
-                        pooled.push(r);
-                    } else {
-                        pooled[i] = match (std::mem::replace(&mut pooled[i], Err(String::new())), r)
-                        {
-                            (Ok(mut a), Ok(b)) => {
-                                let k = f64::from(pass);
-                                a.ctx_switches_a =
-                                    (a.ctx_switches_a * k + b.ctx_switches_a) / (k + 1.0);
-                                a.samples_ns.extend(b.samples_ns);
-                                a.cpus = b.cpus;
-                                Ok(a)
-                            }
-                            (Err(e), _) | (_, Err(e)) => Err(e),
-                        };
-                    }
+                    pool(&mut pooled, i, pass, r);
                 }
             }
             for (mech, r) in Mech::all().into_iter().zip(pooled) {
                 latency.push(latency_of(p.name, mech, r));
             }
-            let raw = latency
-                .iter()
-                .find(|l| l.placement == p.name && l.id == "raw_futex")
-                .and_then(|l| l.median_ns);
-            let medians: BTreeMap<String, u64> = latency
-                .iter()
-                .filter(|l| l.placement == p.name)
-                .filter_map(|l| Some((l.id.clone(), l.median_ns?)))
-                .collect();
-            let ratio = |m: Option<u64>, d: Option<u64>| match (m, d) {
-                (Some(m), Some(d)) if d > 0 => Some(m as f64 / d as f64),
-                _ => None,
+            set_ratios(&mut latency, p.name);
+        }
+    }
+
+    // Round trips through a wait on any of 8 words, with their own raw
+    // futex baseline (same run, same placement).
+    let mut waitv_rows = Vec::new();
+    if cfg.runs("waitv") {
+        for p in &placements {
+            let rounds = if p.name == "same_cpu" {
+                cfg.rounds_same
+            } else {
+                cfg.rounds_cross
             };
-            for l in latency.iter_mut().filter(|l| l.placement == p.name) {
-                l.ratio_to_raw = ratio(l.median_ns, raw);
-                let base = l.base.as_ref().and_then(|b| medians.get(b).copied());
-                l.ratio_to_base = ratio(l.median_ns, base);
+            let per_pass = rounds.div_ceil(cfg.passes);
+            let mut pooled: Vec<Result<pingpong::RunResult, String>> = Vec::new();
+            for pass in 0..cfg.passes {
+                for (i, mech) in waitv::WMech::all().into_iter().enumerate() {
+                    eprintln!(
+                        "waitv {} {} (pass {}/{})",
+                        p.name,
+                        mech.id(),
+                        pass + 1,
+                        cfg.passes
+                    );
+                    let cpus = p.cpus;
+                    let r = sys::isolated(TIMEOUT, move || waitv::measure(mech, cpus, per_pass));
+                    pool(&mut pooled, i, pass, r);
+                }
             }
+            for (mech, r) in waitv::WMech::all().into_iter().zip(pooled) {
+                waitv_rows.push(waitv_latency(p.name, mech, r));
+            }
+            set_ratios(&mut waitv_rows, p.name);
         }
     }
 
@@ -595,6 +666,7 @@ fn main() -> ExitCode {
         load_wait,
         placements,
         latency,
+        waitv: waitv_rows,
         fastpath: fast,
         fastpath_errors: fast_errors,
         scale: scale_res,
@@ -612,6 +684,7 @@ fn main() -> ExitCode {
         }
     }
     let failed = report.latency.iter().any(|l| l.error.is_some())
+        || report.waitv.iter().any(|l| l.error.is_some())
         || !report.fastpath_errors.is_empty()
         || !report.scale_errors.is_empty()
         || report.throughput.iter().any(|t| t.error.is_some());
@@ -620,6 +693,53 @@ fn main() -> ExitCode {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// Pools pass `pass` of mechanism `i` into `pooled`: samples appended,
+/// context switches averaged over the passes, an error kept.
+fn pool(
+    pooled: &mut Vec<Result<pingpong::RunResult, String>>,
+    i: usize,
+    pass: u32,
+    r: Result<pingpong::RunResult, String>,
+) {
+    if pass == 0 {
+        pooled.push(r);
+        return;
+    }
+    pooled[i] = match (std::mem::replace(&mut pooled[i], Err(String::new())), r) {
+        (Ok(mut a), Ok(b)) => {
+            let k = f64::from(pass);
+            a.ctx_switches_a = (a.ctx_switches_a * k + b.ctx_switches_a) / (k + 1.0);
+            a.samples_ns.extend(b.samples_ns);
+            a.cpus = b.cpus;
+            Ok(a)
+        }
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    };
+}
+
+/// The ratios of `placement`'s rows: median against the `raw_futex` row's
+/// and against the row named by `base`.
+fn set_ratios(rows: &mut [Latency], placement: &str) {
+    let raw = rows
+        .iter()
+        .find(|l| l.placement == placement && l.id == "raw_futex")
+        .and_then(|l| l.median_ns);
+    let medians: BTreeMap<String, u64> = rows
+        .iter()
+        .filter(|l| l.placement == placement)
+        .filter_map(|l| Some((l.id.clone(), l.median_ns?)))
+        .collect();
+    let ratio = |m: Option<u64>, d: Option<u64>| match (m, d) {
+        (Some(m), Some(d)) if d > 0 => Some(m as f64 / d as f64),
+        _ => None,
+    };
+    for l in rows.iter_mut().filter(|l| l.placement == placement) {
+        l.ratio_to_raw = ratio(l.median_ns, raw);
+        let base = l.base.as_ref().and_then(|b| medians.get(b).copied());
+        l.ratio_to_base = ratio(l.median_ns, base);
     }
 }
 
@@ -810,6 +930,7 @@ fn print_report(r: &Report) {
         }
         print_orders(r, p);
     }
+    print_waitv(r);
     if !r.fastpath.is_empty() || !r.fastpath_errors.is_empty() {
         println!("\nFast paths (process pinned to CPU 0)");
         println!(
@@ -915,6 +1036,43 @@ fn print_report(r: &Report) {
         "\nloadavg at start {:?}, at end {:?}; {:.0} s",
         r.loadavg_start, r.loadavg_end, r.elapsed_s
     );
+}
+
+/// The `waitv` section: per placement, every row with its percentiles, its
+/// ratio to raw futex and, for a vector wait, to the 8 single waits.
+fn print_waitv(r: &Report) {
+    for p in &r.placements {
+        let rows: Vec<&Latency> = r.waitv.iter().filter(|l| l.placement == p.name).collect();
+        if rows.is_empty() {
+            continue;
+        }
+        println!(
+            "\nWait on any of 8 words, round trip (µs), {} — {}; natural order; x base = vector \
+             wait / 8 single waits (same backend)",
+            p.name, p.label
+        );
+        println!(
+            "  {:<74} {:>8} {:>8} {:>8} {:>7} {:>7} {:>6}  cpus",
+            "mechanism", "median", "p99", "p99.9", "x raw", "x base", "cs/rt"
+        );
+        for l in rows {
+            if let Some(e) = &l.error {
+                println!("  {:<74} FAILED: {e}", l.label);
+                continue;
+            }
+            println!(
+                "  {:<74} {:>8} {:>8} {:>8} {:>7} {:>7} {:>6.2}  {:?}",
+                l.label,
+                us(l.median_ns),
+                us(l.p99_ns),
+                us(l.p999_ns),
+                l.ratio_to_raw.map_or("-".into(), |x| format!("{x:.2}x")),
+                l.ratio_to_base.map_or("-".into(), |x| format!("{x:.2}x")),
+                l.ctx_switches_a.unwrap_or(f64::NAN),
+                l.cpus_seen.unwrap_or((-1, -1)),
+            );
+        }
+    }
 }
 
 /// The asyncfutex rows of one placement with their two arming orders side

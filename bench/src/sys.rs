@@ -82,6 +82,48 @@ pub fn futex_wake(word: &AtomicU32, n: i32) -> i64 {
     }
 }
 
+/// `FUTEX2_SIZE_U32`: the size flag every futex2 entry needs.
+const FUTEX2_SIZE_U32: u32 = 0x02;
+
+/// One entry of a `futex_waitv(2)` vector (`struct futex_waitv`).
+#[repr(C)]
+pub struct FutexWaitv {
+    val: u64,
+    uaddr: u64,
+    flags: u32,
+    reserved: u32,
+}
+
+impl FutexWaitv {
+    /// A shared-key entry: sleep while `word` holds `expected`.
+    pub fn new(word: &AtomicU32, expected: u32) -> FutexWaitv {
+        FutexWaitv {
+            val: u64::from(expected),
+            uaddr: word.as_ptr() as u64,
+            flags: FUTEX2_SIZE_U32,
+            reserved: 0,
+        }
+    }
+}
+
+/// Plain `futex_waitv(2)` without a timeout: the index woken (or whose
+/// word differed), or the error (`EAGAIN`, `EINTR`, `ENOSYS`, …).
+pub fn futex_waitv(entries: &[FutexWaitv]) -> io::Result<usize> {
+    // SAFETY: `entries` is a valid array of `struct futex_waitv` on live,
+    // aligned words; no timeout.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_futex_waitv,
+            entries.as_ptr(),
+            entries.len() as u32,
+            0u32,
+            std::ptr::null::<libc::timespec>(),
+            libc::CLOCK_MONOTONIC,
+        )
+    };
+    cvt(r as isize)
+}
+
 /// Kernel futex waiters (shared key) queued on `word`, counted without
 /// waking any: `FUTEX_CMP_REQUEUE` from the word to itself, 0 wakes.
 pub fn kernel_waiters(word: &AtomicU32) -> u32 {
