@@ -43,6 +43,16 @@
  * and while a helper re-queues its waits (a few microseconds after any of
  * them completes, is armed or cancelled) a wake(1) may find none and
  * return 0. Protocols that store before waking are unaffected.
+ *
+ * Vector waits: afx_waitv (blocking) and afx_waitv_async + afx_ack_index
+ * wait on up to AFX_WAITV_MAX (128) words at once with one kernel wait
+ * (futex_waitv(2), io_uring's FUTEX_WAITV): it sleeps only while every
+ * word holds its expected value and reports the index of a word that was
+ * woken or differed. Re-check every word after any completion. A vector
+ * wait cancelled after it consumed a wake, or cancelled on the io_uring
+ * backend, passes one wake on to each of its words (spurious wake-ups for
+ * other waiters, never a lost wake). Not available in the thread backend's
+ * per-wait mode (-ENOSYS).
  */
 
 #ifndef ASYNCFUTEX_H
@@ -109,6 +119,12 @@
 
 // `afx_chan_open` role: the one receiver.
 #define AFX_CHAN_RECEIVER 1
+
+// The most entries one vector wait takes (the kernel's `futex_waitv`
+// limit).
+#define AFX_WAITV_MAX 128
+
+
 
 // A process's handle on one end of a shared SPSC channel.
 typedef struct afx_chan_t afx_chan_t;
@@ -184,6 +200,18 @@ typedef struct {
   // Reserved.
   uint32_t reserved2[15];
 } afx_chan_header;
+
+// One entry of a vector wait (`afx_waitv`, `afx_waitv_async`): a futex
+// word and the value it is expected to hold.
+typedef struct {
+  // The word: 4-byte aligned, mapped until the wait ends.
+  uint32_t *addr;
+  // The wait sleeps only while `*addr == expected`.
+  uint32_t expected;
+  // 0 (shared key: the word may be in memory shared between processes)
+  // or `AFX_PRIVATE` (process-local word).
+  uint32_t flags;
+} afx_wait_entry;
 
 #ifdef __cplusplus
 extern "C" {
@@ -667,6 +695,67 @@ int afx_chan_eventfd(const afx_chan_t *c);
 // # Safety
 // `c` is NULL or a live handle.
 int afx_chan_cancel(afx_chan_t *c);
+
+// Blocks while *every* word of the vector holds its expected value, until
+// one is woken, or for at most `timeout_ns` nanoseconds (`< 0`: forever;
+// `0`: only checks the words). One kernel wait (`futex_waitv(2)`) covers
+// every word; no handle is needed.
+//
+// Returns the index (`>= 0`) of an entry whose word was woken or did not
+// hold its value (more may have changed, and a completion may be
+// spurious: re-check every word); `-ETIMEDOUT`; `-EINTR` when a signal
+// handler ran; `-EINVAL` (NULL `entries`, `n == 0`, `n >
+// AFX_WAITV_MAX`, a NULL or misaligned address, unknown flags);
+// `-EFAULT` (a word not mapped); `-ENOSYS` or `-EPERM` where
+// `futex_waitv(2)` is not available (Linux before 5.16, a seccomp profile
+// that predates it).
+//
+// Thread safety: any thread, any number at once.
+//
+// # Safety
+// `entries` is NULL or points to `n` entries; every word they name stays
+// mapped for the whole call.
+int afx_waitv(const afx_wait_entry *entries, uint32_t n, int64_t timeout_ns);
+
+// Arms one async wait on a vector of words, announced on `f`'s eventfd:
+// it becomes readable when any word is woken or does not hold its value.
+// `f` owns the wait exactly as after `afx_wait_async`: `afx_ack_index`
+// (or `afx_ack`) acknowledges it, `afx_cancel` and `afx_free` cancel it.
+// `f`'s own word takes part only if it is in the vector.
+//
+// The vector is copied: reuse or free it on return. The words must stay
+// mapped until the wait is acknowledged, cancelled, or `f` is freed. They
+// are not read here: the kernel checks them, so an unmapped word makes
+// the wait fail, reported by the ack (`-EFAULT`).
+//
+// Returns 0 when armed; `-EINVAL` for a NULL handle or a bad vector (as
+// for `afx_waitv`); otherwise as `afx_wait_async` (`-EBUSY` if a wait is
+// armed, backend start-up errors). The thread backend's per-wait mode
+// (no `futex_waitv` here) fails the wait with `-ENOSYS`, reported by the
+// ack.
+//
+// Cancelled (or freed) after it consumed a wake, or cancelled while the
+// io_uring backend serves it, the wait passes one wake on to *each* of
+// its words, as the kernel does not always say which word a wake came
+// from: other waiters may see a spurious wake-up, never a lost one.
+//
+// # Safety
+// `f` is NULL or a live handle; `entries` is NULL or points to `n`
+// entries whose words stay mapped as said above.
+int afx_waitv_async(afx_t *f, const afx_wait_entry *entries, uint32_t n);
+
+// Acknowledges the armed wait, as `afx_ack`, and tells which entry
+// completed it: when it returns 1, `*index` (if `index` is not NULL) is
+// the entry of the `afx_waitv_async` vector whose word was woken or did
+// not hold its value (0 after `afx_wait_async`). Re-check every word: more
+// may have changed, and a completion may be spurious.
+//
+// Returns 1 (completed, disarmed, eventfd drained), 0 (pending, or
+// nothing armed; `*index` untouched), or the errors of `afx_ack`.
+//
+// # Safety
+// `f` is NULL or a live handle; `index` is NULL or writable.
+int afx_ack_index(afx_t *f, uint32_t *index);
 
 #ifdef __cplusplus
 }  // extern "C"

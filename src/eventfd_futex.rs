@@ -6,15 +6,19 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::backend::{self, Backend};
 use crate::futex::AsyncFutex;
+use crate::process;
 use crate::sys::eventfd;
-use crate::waiter::{Sink, Waiter};
-use crate::{backend, process};
+use crate::wait_any::first_changed;
+use crate::waiter::{check_len, Sink, Waiter};
+use crate::word::Word;
 
 /// The armed wait of an [`EventFdFutex`].
 enum Armed {
-    /// The word already differed when armed: complete, eventfd signalled.
-    Immediate,
+    /// A word already differed when armed (its entry: 0 for a wait on the
+    /// handle's word): complete, eventfd signalled.
+    Immediate(usize),
     /// A kernel wait.
     Kernel(Arc<Waiter>),
 }
@@ -100,7 +104,7 @@ impl EventFdFutex {
         eventfd::renew(self.fd.as_fd())?;
         if slot.is_some() {
             // Dropping an inherited waiter leaves its state alone.
-            *slot = Some(Armed::Immediate);
+            *slot = Some(Armed::Immediate(0));
             eventfd::signal(self.fd.as_fd())?;
         }
         self.generation.store(current, Ordering::Release);
@@ -124,19 +128,69 @@ impl EventFdFutex {
     /// `EBUSY` if a wait is armed and not yet acknowledged or cancelled;
     /// why the backend cannot run.
     pub fn arm(&self, expected: u32) -> io::Result<()> {
+        let word = self.futex.shared_word();
+        self.arm_with(
+            || (word.load() != expected).then_some(0),
+            |sink, backend| Waiter::arm(word, expected, sink, backend),
+        )
+    }
+
+    /// Arms one wait on several words: the eventfd becomes readable when
+    /// any word of `entries` is woken or does not hold its expected value
+    /// (at once if one already differs). [`ack_index`](Self::ack_index)
+    /// tells which; [`ack`](Self::ack) and [`cancel`](Self::cancel) work as
+    /// for [`arm`](Self::arm). See [`wait_any`](crate::wait_any) for the
+    /// semantics. The handle's own word takes part only if it is in
+    /// `entries`.
+    ///
+    /// The handles in `entries` must outlive the armed wait: dropping one
+    /// waits until the wait is acknowledged or cancelled.
+    ///
+    /// # Errors
+    /// `EINVAL` for no entries or more than
+    /// [`WAIT_ANY_MAX`](crate::WAIT_ANY_MAX); as for [`arm`](Self::arm).
+    pub fn arm_any(&self, entries: &[(&AsyncFutex, u32)]) -> io::Result<()> {
+        check_len(entries.len())?;
+        let words = entries
+            .iter()
+            .map(|(futex, expected)| (Arc::clone(futex.shared_word()), *expected))
+            .collect();
+        self.arm_with(
+            || first_changed(entries),
+            |sink, backend| Waiter::arm_vector(words, sink, backend),
+        )
+    }
+
+    /// [`arm_any`](Self::arm_any) on words the caller vouches for (the C
+    /// API's raw vectors): the words are not read here (one that is not
+    /// mapped fails the wait with `EFAULT`, reported by the ack).
+    pub(crate) fn arm_words(&self, words: Vec<(Arc<Word>, u32)>) -> io::Result<()> {
+        check_len(words.len())?;
+        self.arm_with(
+            || None,
+            |sink, backend| Waiter::arm_vector(words, sink, backend),
+        )
+    }
+
+    /// Arms the wait `make` queues, unless `changed` finds a word that
+    /// already differs (its entry): then the wait is complete at once.
+    fn arm_with(
+        &self,
+        changed: impl FnOnce() -> Option<usize>,
+        make: impl FnOnce(Sink, &'static Backend) -> Arc<Waiter>,
+    ) -> io::Result<()> {
         let mut slot = self.slot();
         self.adopt(&mut slot)?;
         if slot.is_some() {
             return Err(io::Error::from_raw_os_error(libc::EBUSY));
         }
-        if self.futex.word().load(Ordering::SeqCst) != expected {
+        if let Some(k) = changed() {
             eventfd::signal(self.fd.as_fd())?;
-            *slot = Some(Armed::Immediate);
+            *slot = Some(Armed::Immediate(k));
             return Ok(());
         }
         let backend = backend::current()?;
-        let sink = Sink::EventFd(self.fd.as_raw_fd());
-        let waiter = Waiter::arm(self.futex.shared_word(), expected, sink, backend);
+        let waiter = make(Sink::EventFd(self.fd.as_raw_fd()), backend);
         *slot = Some(Armed::Kernel(waiter));
         Ok(())
     }
@@ -150,21 +204,34 @@ impl EventFdFutex {
     /// In a fork child, `EMFILE`/`ENFILE` if the handle's fresh eventfd
     /// cannot be made (see the type docs).
     pub fn ack(&self) -> io::Result<bool> {
+        self.ack_index().map(|index| index.is_some())
+    }
+
+    /// [`ack`](Self::ack), telling which entry completed the wait:
+    /// `Ok(Some(index))` (0 for a wait armed with [`arm`](Self::arm)),
+    /// `Ok(None)` if it is still pending or nothing is armed. Re-check
+    /// every word either way.
+    ///
+    /// # Errors
+    /// As for [`ack`](Self::ack).
+    pub fn ack_index(&self) -> io::Result<Option<usize>> {
         let mut slot = self.slot();
         self.adopt(&mut slot)?;
         match &*slot {
-            None => Ok(false),
-            Some(Armed::Immediate) => {
+            None => Ok(None),
+            Some(Armed::Immediate(k)) => {
+                let k = *k;
                 *slot = None;
                 eventfd::drain(self.fd.as_fd())?;
-                Ok(true)
+                Ok(Some(k))
             }
             Some(Armed::Kernel(waiter)) => match Self::collect(waiter, self.fd.as_fd()) {
-                None => Ok(false),
+                None => Ok(None),
                 Some(result) => {
                     waiter.settle_eventfd();
+                    let index = waiter.index();
                     *slot = None;
-                    result.map(|()| true)
+                    result.map(|()| Some(index))
                 }
             },
         }
@@ -209,7 +276,7 @@ impl EventFdFutex {
         };
         match armed {
             None => {}
-            Some(Armed::Immediate) => {
+            Some(Armed::Immediate(_)) => {
                 let _ = eventfd::drain(self.fd.as_fd());
             }
             Some(Armed::Kernel(waiter)) => waiter.cancel(true),

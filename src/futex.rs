@@ -285,32 +285,38 @@ impl Future for WaitFuture<'_> {
                 Pin::new(this).poll(cx)
             }
             FutureState::Armed(waiter) => {
-                if waiter.is_inherited() {
-                    // Armed before a fork, polled in the child: nothing
-                    // here will complete that wait. Complete spuriously
-                    // (re-check the word) without touching it.
+                let ready = poll_armed(waiter, cx);
+                if ready.is_ready() {
                     this.state = FutureState::Done;
-                    return Poll::Ready(Ok(()));
                 }
-                waiter.progress();
-                if !waiter.register(cx.waker()) {
-                    if waiter.is_served_here() {
-                        return Poll::Pending;
-                    }
-                    // Armed in a tokio runtime, polled outside it: nothing
-                    // here would announce the completion. Give the wait up
-                    // (passing on a wake it consumed) and complete
-                    // spuriously: the caller re-checks the word.
-                    waiter.cancel(true);
-                    this.state = FutureState::Done;
-                    return Poll::Ready(Ok(()));
-                }
-                let result = waiter.result().unwrap_or(Ok(()));
-                this.state = FutureState::Done;
-                Poll::Ready(result)
+                ready
             }
         }
     }
+}
+
+/// Polls an armed wait for a future: `Ready` once it completed (the
+/// future is then done), spuriously too when nothing here could announce
+/// its completion.
+pub(crate) fn poll_armed(waiter: &Arc<Waiter>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    if waiter.is_inherited() {
+        // Armed before a fork, polled in the child: nothing here will
+        // complete that wait. Complete spuriously (re-check the word)
+        // without touching it.
+        return Poll::Ready(Ok(()));
+    }
+    waiter.progress();
+    if !waiter.register(cx.waker()) {
+        if waiter.is_served_here() {
+            return Poll::Pending;
+        }
+        // Armed in a tokio runtime, polled outside it: nothing here would
+        // announce the completion. Give the wait up (passing on a wake it
+        // consumed) and complete spuriously: the caller re-checks the word.
+        waiter.cancel(true);
+        return Poll::Ready(Ok(()));
+    }
+    Poll::Ready(waiter.result().unwrap_or(Ok(())))
 }
 
 impl Drop for WaitFuture<'_> {

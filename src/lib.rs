@@ -48,6 +48,8 @@
 //!   once, cancel-safe);
 //! - [`EventFdFutex`]: one armed wait reported through an eventfd, for
 //!   epoll, libuv, Asio, asyncio, mio — the model of the C API (`afx_*`);
+//! - [`wait_any`] / [`wait_any_blocking`]: one wait on up to 128 words at
+//!   once (`futex_waitv`), reporting which one completed it;
 //! - [`SharedMemory`]: anonymous, memfd or `shm_open` memory that handles
 //!   keep alive;
 //! - backends ([`backend`], [`select_backend`]): io_uring
@@ -79,6 +81,7 @@ mod process;
 mod shm;
 pub mod sync;
 mod sys;
+mod wait_any;
 mod waiter;
 mod word;
 
@@ -86,6 +89,7 @@ pub use backend::{backend, select_backend, BackendKind};
 pub use eventfd_futex::EventFdFutex;
 pub use futex::{AsyncFutex, Scope, WaitFuture, WaitStatus};
 pub use shm::SharedMemory;
+pub use wait_any::{wait_any, wait_any_blocking, WaitAnyFuture, WAIT_ANY_MAX};
 
 /// Fault injection switches for this crate's own tests (see `src/fault.rs`);
 /// not API, inert in release builds.
@@ -106,6 +110,7 @@ mod tests {
         assert_send_sync::<EventFdFutex>();
         assert_send_sync::<SharedMemory>();
         assert_send_sync::<WaitFuture<'static>>();
+        assert_send_sync::<WaitAnyFuture<'static>>();
     }
 }
 

@@ -406,6 +406,7 @@ c_tests!(
     sync_mutex,
     thread_exit,
     thread_limit,
+    waitv,
     wake_counts,
 );
 

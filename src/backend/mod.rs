@@ -103,7 +103,9 @@ impl Backend {
             Backend::IoUring(_) => {
                 // Every io_uring wait stays queued in the kernel until it
                 // completes, so a plain FUTEX_WAKE reaches the next one.
-                let _ = waiter.word().wake(1);
+                waiter.each_word(|word| {
+                    let _ = word.wake(1);
+                });
                 waiter.forwarded();
             }
             Backend::Thread(b) => b.forward(waiter),
@@ -120,8 +122,32 @@ impl Backend {
     }
 }
 
-/// Maps an io_uring / futex completion result to an [`Outcome`].
+/// Maps an io_uring / futex completion result to an [`Outcome`], and for a
+/// vector wait records which entry completed it.
+///
+/// A cancelled vector wait counts as one that may have consumed a wake (so
+/// one is passed on to each of its words): a `FUTEX_WAITV` request is
+/// claimed by its cancel (or by its first wake) before its words leave the
+/// futex queues, and a `FUTEX_WAKE` that finds one of them in that window
+/// is counted as having woken a waiter while the request reports nothing
+/// (`io_uring/futex.c`: `io_futex_wakev_fn` returns early when the claim
+/// fails, and `futex_wake` counts it anyway). A completion the consumer
+/// observes needs nothing more: it re-checks every word.
 pub(crate) fn outcome_of(result: i32, waiter: &Waiter) -> (Outcome, i32) {
+    if let Some(vector) = waiter.vector() {
+        if result >= 0 {
+            waiter.set_index(result as usize);
+            return (Outcome::Woken, 0);
+        }
+        match -result {
+            libc::EAGAIN => {
+                waiter.set_index(vector.first_changed(0..vector.len()).unwrap_or(0));
+                return (Outcome::Mismatch, 0);
+            }
+            libc::ECANCELED if waiter.cancel_requested() => return (Outcome::Woken, 0),
+            _ => {}
+        }
+    }
     match -result {
         0 => (Outcome::Woken, 0),
         libc::EAGAIN => (Outcome::Mismatch, 0),

@@ -12,7 +12,9 @@
 
 mod errors;
 mod sync;
+mod waitv;
 pub use self::sync::*;
+pub use self::waitv::*;
 
 use std::os::fd::AsRawFd;
 use std::os::raw::{c_char, c_int};

@@ -165,6 +165,9 @@ pub(crate) struct WaitvEntry {
     reserved: u32,
 }
 
+// `struct futex_waitv` as the kernel (and io_uring's FUTEX_WAITV) reads it.
+const _: () = assert!(std::mem::size_of::<WaitvEntry>() == 24);
+
 impl WaitvEntry {
     pub(crate) fn new(word: *const AtomicU32, expected: u32, private: bool) -> Self {
         WaitvEntry {
@@ -184,15 +187,30 @@ impl WaitvEntry {
 /// # Safety
 /// Every entry's address must stay mapped for the whole call.
 pub(crate) unsafe fn waitv(entries: &[WaitvEntry]) -> io::Result<usize> {
+    // SAFETY: forwarded contract.
+    unsafe { waitv_until(entries, None) }
+}
+
+/// [`waitv`] with an absolute `CLOCK_MONOTONIC` deadline (`None`: none):
+/// `ETIMEDOUT` when it passes. `EINTR` is returned, not retried.
+///
+/// # Safety
+/// As for [`waitv`].
+pub(crate) unsafe fn waitv_until(
+    entries: &[WaitvEntry],
+    deadline: Option<&libc::timespec>,
+) -> io::Result<usize> {
+    let timeout = deadline.map_or(std::ptr::null(), |d| d as *const libc::timespec);
     // SAFETY: `entries` is a valid array of `struct futex_waitv` of the given
-    // length; the caller guarantees the addresses in it stay mapped.
+    // length; the caller guarantees the addresses in it stay mapped;
+    // `timeout` is null or a timespec that outlives the call.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_futex_waitv,
             entries.as_ptr(),
             entries.len() as libc::c_uint,
             0u32,
-            std::ptr::null::<libc::timespec>(),
+            timeout,
             libc::CLOCK_MONOTONIC,
         )
     };

@@ -17,7 +17,7 @@ use std::time::Duration;
 use io_uring::squeue::{self, Flags};
 use io_uring::{opcode, types, IoUring, Probe};
 
-use super::futex::{futex2_flags, BITSET_MATCH_ANY};
+use super::futex::{futex2_flags, WaitvEntry, BITSET_MATCH_ANY};
 
 /// One io_uring instance: owned by one thread ([`Ring::new`]), or shared
 /// under a lock and submitted to by its creator ([`Ring::new_shared`]).
@@ -87,8 +87,9 @@ impl Ring {
     fn push(&mut self, entry: io_uring::squeue::Entry) -> io::Result<()> {
         loop {
             // SAFETY: every entry pushed here is either a cancel (no memory)
-            // or a futex wait whose word the caller of `push_futex_wait`
-            // keeps mapped until its completion is reaped.
+            // or a futex wait (one word, or a vector of them) that the
+            // caller of `push_futex_wait`/`push_futex_waitv` keeps mapped
+            // until its completion is reaped.
             if unsafe { self.ring.submission().push(&entry) }.is_ok() {
                 return Ok(());
             }
@@ -137,15 +138,68 @@ impl Ring {
         eventfd: RawFd,
         write_data: u64,
     ) -> io::Result<()> {
-        let wait = futex_wait_entry(word, expected, private)
-            .flags(Flags::IO_HARDLINK)
-            .user_data(wait_data);
+        let wait = futex_wait_entry(word, expected, private).user_data(wait_data);
+        // SAFETY: forwarded contract.
+        unsafe { self.push_signalling(wait, eventfd, write_data) }
+    }
+
+    /// Queues an `IORING_OP_FUTEX_WAITV` on the `n` entries at `vector`
+    /// (Linux 6.7+): completes with the index of the entry that was woken,
+    /// `-EAGAIN` if a word did not hold its value when the kernel looked,
+    /// `-ECANCELED` when cancelled.
+    ///
+    /// # Safety
+    /// `vector` must point to `n` valid entries, and the entries and every
+    /// word they name must stay mapped, until the completion for
+    /// `user_data` has been reaped.
+    pub(crate) unsafe fn push_futex_waitv(
+        &mut self,
+        vector: *const WaitvEntry,
+        n: u32,
+        user_data: u64,
+    ) -> io::Result<()> {
+        self.push(futex_waitv_entry(vector, n).user_data(user_data))
+    }
+
+    /// [`push_futex_waitv`](Self::push_futex_waitv) hard-linked to a write
+    /// of 1 to `eventfd`, as for
+    /// [`push_futex_wait_signalling`](Self::push_futex_wait_signalling).
+    ///
+    /// # Safety
+    /// As for both: the vector and its words stay mapped, and `eventfd`
+    /// open, until the completion for `write_data` has been reaped.
+    pub(crate) unsafe fn push_futex_waitv_signalling(
+        &mut self,
+        vector: *const WaitvEntry,
+        n: u32,
+        wait_data: u64,
+        eventfd: RawFd,
+        write_data: u64,
+    ) -> io::Result<()> {
+        let wait = futex_waitv_entry(vector, n).user_data(wait_data);
+        // SAFETY: forwarded contract.
+        unsafe { self.push_signalling(wait, eventfd, write_data) }
+    }
+
+    /// Queues `wait` hard-linked to a write of 1 to `eventfd` tagged
+    /// `write_data`; both or neither.
+    ///
+    /// # Safety
+    /// What `wait` refers to stays mapped, and `eventfd` open, until the
+    /// completion for `write_data` has been reaped.
+    unsafe fn push_signalling(
+        &mut self,
+        wait: squeue::Entry,
+        eventfd: RawFd,
+        write_data: u64,
+    ) -> io::Result<()> {
+        let wait = wait.flags(Flags::IO_HARDLINK);
         let write = opcode::Write::new(types::Fd(eventfd), (&ONE as *const u64).cast(), 8)
             .build()
             .user_data(write_data);
         loop {
-            // SAFETY: the caller keeps the word mapped and the eventfd open
-            // until the write's completion; `ONE` is static.
+            // SAFETY: the caller keeps what the wait refers to mapped and the
+            // eventfd open until the write's completion; `ONE` is static.
             if unsafe {
                 self.ring
                     .submission()
@@ -244,6 +298,12 @@ fn futex_wait_entry(word: *const AtomicU32, expected: u32, private: bool) -> squ
         futex2_flags(private),
     )
     .build()
+}
+
+/// An `IORING_OP_FUTEX_WAITV` on `n` entries at `vector`.
+fn futex_waitv_entry(vector: *const WaitvEntry, n: u32) -> squeue::Entry {
+    // `WaitvEntry` is `struct futex_waitv`, as is the crate's `FutexWaitV`.
+    opcode::FutexWaitV::new(vector.cast::<types::FutexWaitV>(), n).build()
 }
 
 /// Sleeps until the ring `fd` has a completion to reap, or `timeout`

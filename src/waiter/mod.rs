@@ -26,6 +26,7 @@
 
 mod shim;
 mod state;
+mod vector;
 
 #[cfg(all(test, loom))]
 mod loom_tests;
@@ -43,6 +44,7 @@ use crate::sys::eventfd;
 use crate::word::Word;
 
 pub(crate) use self::state::Outcome;
+pub(crate) use self::vector::{check_len, Vector};
 
 /// Where a completed wait is announced.
 pub(crate) enum Sink {
@@ -57,10 +59,16 @@ pub(crate) enum Sink {
     EventFd(RawFd),
 }
 
-/// One armed wait.
+/// One armed wait: on one word, or on several at once (a [`Vector`]).
 pub(crate) struct Waiter {
+    /// The word (a vector wait's first entry).
     word: Arc<Word>,
     expected: u32,
+    /// A vector wait's entries (the first one is `word`).
+    vector: Option<Box<Vector>>,
+    /// The entry that completed the wait (set by the backend before
+    /// `finish`; 0 for a wait on one word).
+    index: AtomicUsize,
     state: State,
     sink: Sink,
     backend: &'static Backend,
@@ -84,9 +92,34 @@ impl Waiter {
         sink: Sink,
         backend: &'static Backend,
     ) -> Arc<Waiter> {
+        Self::start(Arc::clone(word), expected, None, sink, backend)
+    }
+
+    /// Queues one kernel wait on every `(word, expected)` of `entries` (1
+    /// to `WAITV_MAX` of them, see [`check_len`]): it completes when any
+    /// word is woken or does not hold its value.
+    pub(crate) fn arm_vector(
+        entries: Vec<(Arc<Word>, u32)>,
+        sink: Sink,
+        backend: &'static Backend,
+    ) -> Arc<Waiter> {
+        let (word, expected) = (Arc::clone(&entries[0].0), entries[0].1);
+        let vector = Box::new(Vector::new(entries));
+        Self::start(word, expected, Some(vector), sink, backend)
+    }
+
+    fn start(
+        word: Arc<Word>,
+        expected: u32,
+        vector: Option<Box<Vector>>,
+        sink: Sink,
+        backend: &'static Backend,
+    ) -> Arc<Waiter> {
         let waiter = Arc::new(Waiter {
-            word: Arc::clone(word),
+            word,
             expected,
+            vector,
+            index: AtomicUsize::new(0),
             state: State::new(),
             sink,
             backend,
@@ -94,17 +127,83 @@ impl Waiter {
             ring: OnceLock::new(),
             kernel_signalled: AtomicBool::new(false),
         });
-        word.wait_started();
+        waiter.each_word(Word::wait_started);
         backend.submit(Arc::clone(&waiter));
         waiter
     }
 
+    /// The word (a vector wait's first).
     pub(crate) fn word(&self) -> &Word {
         &self.word
     }
 
     pub(crate) fn expected(&self) -> u32 {
         self.expected
+    }
+
+    /// A vector wait's entries; `None` for a wait on one word.
+    pub(crate) fn vector(&self) -> Option<&Vector> {
+        self.vector.as_deref()
+    }
+
+    /// How many words the wait is on.
+    pub(crate) fn len(&self) -> usize {
+        self.vector().map_or(1, Vector::len)
+    }
+
+    /// Entry `k`'s word (`k < len()`).
+    pub(crate) fn word_at(&self, k: usize) -> &Word {
+        self.vector().map_or(&self.word, |v| v.word(k))
+    }
+
+    /// Entry `k`'s expected value (`k < len()`).
+    pub(crate) fn expected_at(&self, k: usize) -> u32 {
+        self.vector().map_or(self.expected, |v| v.expected(k))
+    }
+
+    /// Calls `f` on the word of every entry.
+    pub(crate) fn each_word(&self, f: impl Fn(&Word)) {
+        match self.vector() {
+            Some(v) => v.words().for_each(f),
+            None => f(&self.word),
+        }
+    }
+
+    /// Backend side, before [`finish`](Self::finish): the entry that
+    /// completed the wait.
+    pub(crate) fn set_index(&self, k: usize) {
+        self.index.store(k, Ordering::Relaxed);
+    }
+
+    /// The entry that completed the wait, once [`result`](Self::result) is
+    /// `Some`.
+    pub(crate) fn index(&self) -> usize {
+        // Ordered by the state word: set before `finish`, read after DONE.
+        self.index.load(Ordering::Relaxed)
+    }
+
+    /// Thread backend: takes the right to finish a wait that more than one
+    /// helper may see complete (a vector split over two helpers). A wait
+    /// with one helper needs no claim (`true`).
+    pub(crate) fn claim(&self) -> bool {
+        self.vector().map_or(true, Vector::claim)
+    }
+
+    /// Thread backend: whether the wait is finished or about to be (see
+    /// [`claim`](Self::claim)).
+    pub(crate) fn is_claimed(&self) -> bool {
+        match self.vector() {
+            Some(v) => v.is_claimed(),
+            None => self.is_done(),
+        }
+    }
+
+    /// Thread backend: one of the forwards queued for this wait (one per
+    /// entry of a vector) has been passed on.
+    pub(crate) fn entry_forwarded(&self) {
+        if self.vector().map_or(true, Vector::forward_done) {
+            self.forwarded();
+        }
     }
 
     /// The eventfd this wait announces its completion on, if any.
@@ -235,18 +334,23 @@ impl Effects for Arc<Waiter> {
     /// Through the backend when it runs in this process; its own sibling
     /// waits may be briefly out of the kernel (see `backend::thread`), so a
     /// bare `wake(1)` could miss them.
+    /// A vector wait passes one wake on to each of its words: which of
+    /// them the consumed wake came from is not always known (see
+    /// `backend::outcome_of`).
     fn forward(&self) -> Forward {
         if backend::is_live(self.backend) {
             self.backend.forward(self);
             Forward::Queued
         } else {
-            let _ = self.word.wake(1);
+            self.each_word(|word| {
+                let _ = word.wake(1);
+            });
             Forward::Done
         }
     }
 
     fn wait_finished(&self) {
-        self.word.wait_finished();
+        self.each_word(Word::wait_finished);
     }
 
     fn deliver(&self) {

@@ -32,7 +32,7 @@ use std::sync::Arc;
 use self::per_wait::PerWaitPool;
 use self::waitv::WaitvPool;
 use super::{leak, Backend};
-use crate::waiter::Waiter;
+use crate::waiter::{Outcome, Waiter};
 
 enum Mode {
     Waitv(WaitvPool),
@@ -67,9 +67,16 @@ impl ThreadBackend {
         Ok(leak(Backend::Thread(ThreadBackend { mode })))
     }
 
+    /// Per-wait mode cannot serve a vector wait: it exists because
+    /// `futex_waitv` is refused here, and one `FUTEX_WAIT` per word would
+    /// not sleep "while every word holds its value" atomically. Such a wait
+    /// fails with `ENOSYS`.
     pub(super) fn submit(&'static self, waiter: Arc<Waiter>) {
         match &self.mode {
             Mode::Waitv(pool) => pool.submit(waiter),
+            Mode::PerWait(_) if waiter.vector().is_some() => {
+                waiter.finish(Outcome::Failed, libc::ENOSYS);
+            }
             Mode::PerWait(pool) => pool.submit(waiter),
         }
     }

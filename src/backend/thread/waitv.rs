@@ -60,16 +60,31 @@
 //! a pure wake (one that does not change the word) sent in that gap misses
 //! the new wait, as with a plain `futex(2)` waiter that has not yet called
 //! `FUTEX_WAIT`.
+//!
+//! Vector waits (`wait_any`). A helper's vector holds *entries*, not waits:
+//! a wait on `n` words takes `n` of its 127 places, as one *chunk*. A wait
+//! on 128 words (the kernel's limit, one more than a helper has room for
+//! beside its control word) is served by two helpers: its first 127 words
+//! by one, the last by another. Either may see it complete, so finishing
+//! it takes a *claim* ([`Waiter::claim`]); a helper that loses the claim
+//! passes on what its part consumed, and the winner kicks the other
+//! helper so it lets go of the part at once. A vector wait that completes
+//! spuriously (its entries lie before the reported one, see above)
+//! reports its first changed word, else its last entry in that helper.
+//! A forward from a vector wait passes one wake on to each of its words,
+//! through the helper holding that entry.
 
 use std::io;
+use std::ops::Range;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::sys::futex::{self, WaitvEntry, WAITV_MAX};
 use crate::sys::thread;
 use crate::waiter::{Outcome, Waiter};
+use crate::word::Word;
 
-/// Waits per helper: the vector's first entry is the control word.
+/// Places per helper: the vector's first entry is the control word.
 const PER_HELPER: usize = WAITV_MAX - 1;
 
 /// The [`Helper::control`] bit that says the helper is (about to be) asleep
@@ -78,6 +93,45 @@ const SLEEPING: u32 = 1;
 /// What a kick adds to [`Helper::control`] (the bits above [`SLEEPING`]
 /// count kicks).
 const KICK: u32 = 2;
+
+/// The entries of one wait that one helper serves: all of them, or one of
+/// the two parts of a wait on more words than a helper has room for.
+#[derive(Clone)]
+struct Chunk {
+    waiter: Arc<Waiter>,
+    entries: Range<usize>,
+}
+
+impl Chunk {
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether this chunk is one part of a wait served by two helpers.
+    fn is_part(&self) -> bool {
+        self.len() < self.waiter.len()
+    }
+
+    fn first_changed(&self) -> Option<usize> {
+        self.entries
+            .clone()
+            .find(|&k| self.waiter.word_at(k).load() != self.waiter.expected_at(k))
+    }
+
+    /// The entry of this chunk on `word`, if any.
+    fn entry_on(&self, word: &Word) -> Option<usize> {
+        self.entries
+            .clone()
+            .find(|&k| same_word(self.waiter.word_at(k), word))
+    }
+}
+
+/// How a wait is split over helpers: one chunk, or two when it has more
+/// words than a helper has room for.
+fn parts(n: usize) -> impl Iterator<Item = Range<usize>> {
+    let first = n.min(PER_HELPER);
+    std::iter::once(0..first).chain((n > first).then_some(first..n))
+}
 
 struct Helper {
     /// Bumped by every kick (whenever the helper's state changes under it),
@@ -93,10 +147,28 @@ struct Helper {
 
 #[derive(Default)]
 struct HelperState {
-    /// The waits this helper serves (at most [`PER_HELPER`]).
-    waiters: Vec<Arc<Waiter>>,
-    /// Waits of this helper whose consumed wake must be passed on.
-    forwards: Vec<Arc<Waiter>>,
+    /// The chunks this helper serves (at most [`PER_HELPER`] entries).
+    chunks: Vec<Chunk>,
+    /// How many entries `chunks` holds.
+    used: usize,
+    /// Entries of this helper's waits whose consumed wake must be passed
+    /// on: (wait, entry).
+    forwards: Vec<(Arc<Waiter>, usize)>,
+}
+
+impl HelperState {
+    /// Drops the chunks `drop` selects, keeping `used` right.
+    fn remove(&mut self, mut drop: impl FnMut(&Chunk) -> bool) {
+        let mut freed = 0;
+        self.chunks.retain(|c| {
+            let gone = drop(c);
+            if gone {
+                freed += c.len();
+            }
+            !gone
+        });
+        self.used -= freed;
+    }
 }
 
 impl Helper {
@@ -143,8 +215,8 @@ impl Helper {
     }
 }
 
-fn same_word(a: &Waiter, b: &Waiter) -> bool {
-    a.word().addr() == b.word().addr() && a.word().is_private() == b.word().is_private()
+fn same_word(a: &Word, b: &Word) -> bool {
+    a.addr() == b.addr() && a.is_private() == b.is_private()
 }
 
 pub(super) struct WaitvPool {
@@ -176,54 +248,80 @@ impl WaitvPool {
         }
     }
 
-    pub(super) fn submit(&self, waiter: Arc<Waiter>) {
+    pub(super) fn submit(&'static self, waiter: Arc<Waiter>) {
         let mut helpers = self.helpers.lock().unwrap_or_else(|e| e.into_inner());
-        let mut slot = None;
-        for (index, helper) in helpers.iter().enumerate() {
-            let mut state = helper.lock();
-            if state.waiters.len() < PER_HELPER {
-                waiter.route.store(index, Ordering::Relaxed);
-                state.waiters.push(Arc::clone(&waiter));
-                slot = Some(*helper);
-                break;
-            }
-        }
-        let helper = match slot {
-            Some(helper) => helper,
-            None => {
-                let spare = self.spare.lock().unwrap_or_else(|e| e.into_inner()).take();
-                let helper: &'static Helper = spare.unwrap_or_else(|| {
-                    Box::leak(Box::new(Helper {
-                        control: AtomicU32::new(0),
-                        state: Mutex::new(HelperState::default()),
-                    }))
-                });
-                helper.lock().waiters.push(Arc::clone(&waiter));
-                waiter.route.store(helpers.len(), Ordering::Relaxed);
-                let spawned = thread::spawn(
-                    std::thread::Builder::new().name("afx-waitv".into()),
-                    move || run(helper),
-                );
-                if let Err(e) = spawned {
-                    // Nobody else knows this helper: empty it (its hold on
-                    // the waiter would keep the word mapped for ever) and
-                    // keep it for the next try.
-                    helper.lock().waiters.clear();
-                    *self.spare.lock().unwrap_or_else(|e| e.into_inner()) = Some(helper);
+        let mut placed: Vec<&'static Helper> = Vec::with_capacity(2);
+        for (part, entries) in parts(waiter.len()).enumerate() {
+            let chunk = Chunk {
+                waiter: Arc::clone(&waiter),
+                entries,
+            };
+            match self.place(&mut helpers, chunk) {
+                Ok(index) => {
+                    set_route(&waiter, part, index);
+                    placed.push(helpers[index]);
+                }
+                Err(errno) => {
                     drop(helpers);
-                    waiter.finish(Outcome::Failed, e.raw_os_error().unwrap_or(libc::EAGAIN));
+                    // A part already placed is dropped by its helper once
+                    // it sees the wait claimed.
+                    if waiter.claim() {
+                        waiter.finish(Outcome::Failed, errno);
+                    }
+                    placed.iter().for_each(|h| h.kick());
                     return;
                 }
-                helpers.push(helper);
-                helper
             }
-        };
+        }
         drop(helpers);
-        helper.kick();
+        placed.iter().for_each(|h| h.kick());
     }
 
-    fn helper_of(&self, waiter: &Waiter) -> Option<&'static Helper> {
-        let index = waiter.route.load(Ordering::Relaxed);
+    /// Puts `chunk` on a helper with room for it, starting one if none
+    /// has. Returns the helper's index, or the errno of a thread that
+    /// could not be started.
+    fn place(
+        &'static self,
+        helpers: &mut Vec<&'static Helper>,
+        chunk: Chunk,
+    ) -> Result<usize, i32> {
+        for (index, helper) in helpers.iter().enumerate() {
+            let mut state = helper.lock();
+            if state.used + chunk.len() <= PER_HELPER {
+                state.used += chunk.len();
+                state.chunks.push(chunk);
+                return Ok(index);
+            }
+        }
+        let spare = self.spare.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let helper: &'static Helper = spare.unwrap_or_else(|| {
+            Box::leak(Box::new(Helper {
+                control: AtomicU32::new(0),
+                state: Mutex::new(HelperState::default()),
+            }))
+        });
+        {
+            let mut state = helper.lock();
+            state.used = chunk.len();
+            state.chunks.push(chunk);
+        }
+        let spawned = thread::spawn(
+            std::thread::Builder::new().name("afx-waitv".into()),
+            move || run(helper, self),
+        );
+        if let Err(e) = spawned {
+            // Nobody else knows this helper: empty it (its hold on the
+            // waiter would keep the word mapped for ever) and keep it for
+            // the next try.
+            *helper.lock() = HelperState::default();
+            *self.spare.lock().unwrap_or_else(|e| e.into_inner()) = Some(helper);
+            return Err(e.raw_os_error().unwrap_or(libc::EAGAIN));
+        }
+        helpers.push(helper);
+        Ok(helpers.len() - 1)
+    }
+
+    fn helper_at(&self, index: usize) -> Option<&'static Helper> {
         self.helpers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -231,39 +329,94 @@ impl WaitvPool {
             .copied()
     }
 
-    pub(super) fn cancel(&self, waiter: &Arc<Waiter>) {
-        if let Some(helper) = self.helper_of(waiter) {
-            helper.kick();
-        }
+    /// The helpers serving `waiter` (one, or two for a split vector).
+    fn helpers_of(&self, waiter: &Waiter) -> Vec<&'static Helper> {
+        (0..parts(waiter.len()).count())
+            .filter_map(|part| self.helper_at(route(waiter, part)))
+            .collect()
     }
 
-    /// Queues the forward on the waiter's helper, which hands it to a
-    /// sibling on the same word or sends a `FUTEX_WAKE` before it queues
-    /// its waits again.
+    /// The helper serving entry `k` of `waiter`.
+    fn helper_of_entry(&self, waiter: &Waiter, k: usize) -> Option<&'static Helper> {
+        self.helper_at(route(waiter, usize::from(k >= PER_HELPER)))
+    }
+
+    /// Kicks every helper serving `waiter`: one that still holds a part of
+    /// a wait finished elsewhere lets go of it.
+    fn kick_helpers_of(&self, waiter: &Waiter) {
+        self.helpers_of(waiter).iter().for_each(|h| h.kick());
+    }
+
+    pub(super) fn cancel(&self, waiter: &Arc<Waiter>) {
+        self.kick_helpers_of(waiter);
+    }
+
+    /// Queues the forward of each of the wait's entries on the helper
+    /// serving it, which hands it to a sibling on the same word or sends a
+    /// `FUTEX_WAKE` before it queues its waits again.
     pub(super) fn forward(&self, waiter: &Arc<Waiter>) {
-        match self.helper_of(waiter) {
-            Some(helper) => {
-                // Keeps the word mapped until the helper has forwarded.
-                waiter.word().wait_started();
-                helper.lock().forwards.push(Arc::clone(waiter));
-                helper.kick();
-            }
-            None => {
-                let _ = waiter.word().wake(1);
-                waiter.forwarded();
+        let n = waiter.len();
+        if let Some(vector) = waiter.vector() {
+            vector.forwards_queued(n);
+        }
+        for k in 0..n {
+            let word = waiter.word_at(k);
+            match self.helper_of_entry(waiter, k) {
+                Some(helper) => {
+                    // Keeps the word mapped until the helper has forwarded.
+                    word.wait_started();
+                    helper.lock().forwards.push((Arc::clone(waiter), k));
+                    helper.kick();
+                }
+                None => {
+                    let _ = word.wake(1);
+                    waiter.entry_forwarded();
+                }
             }
         }
     }
 }
 
+/// The helper serving part `part` of `waiter` (see [`parts`]).
+fn route(waiter: &Waiter, part: usize) -> usize {
+    match (part, waiter.vector()) {
+        (0, _) | (_, None) => waiter.route.load(Ordering::Relaxed),
+        (_, Some(v)) => v.second_route.load(Ordering::Relaxed),
+    }
+}
+
+fn set_route(waiter: &Waiter, part: usize, index: usize) {
+    match (part, waiter.vector()) {
+        (0, _) | (_, None) => waiter.route.store(index, Ordering::Relaxed),
+        (_, Some(v)) => v.second_route.store(index, Ordering::Relaxed),
+    }
+}
+
+/// Finishes the wait of `chunk` with `outcome`, reporting entry `index`,
+/// if the wait is not claimed by its other helper. A wait served by two
+/// helpers has the other one kicked, so it lets go of its part at once.
+fn finish(pool: &WaitvPool, chunk: &Chunk, outcome: Outcome, errno: i32, index: usize) -> bool {
+    if !chunk.waiter.claim() {
+        return false;
+    }
+    chunk.waiter.set_index(index);
+    chunk.waiter.finish(outcome, errno);
+    if chunk.is_part() {
+        pool.kick_helpers_of(&chunk.waiter);
+    }
+    true
+}
+
 /// A helper thread: passes on forwarded wakes, drops cancelled waits,
 /// waits on its control word and its waiters, finishes what completed, and
 /// starts over with the current set.
-fn run(helper: &'static Helper) {
-    let mut snapshot: Vec<Arc<Waiter>> = Vec::with_capacity(PER_HELPER);
+fn run(helper: &'static Helper, pool: &'static WaitvPool) {
+    let mut snapshot: Vec<Chunk> = Vec::with_capacity(PER_HELPER);
     let mut vector: Vec<WaitvEntry> = Vec::with_capacity(WAITV_MAX);
     let mut forwards = Vec::new();
     let mut cancelled = Vec::new();
+    // Wakes consumed by a part of a wait that its other helper finished.
+    let mut orphans: Vec<(Arc<Waiter>, usize)> = Vec::new();
     loop {
         // Read before the snapshot: a kick after this read makes
         // `prepare_sleep` fail, or reaches us in the kernel.
@@ -272,24 +425,31 @@ fn run(helper: &'static Helper) {
         {
             let mut state = helper.lock();
             forwards.append(&mut state.forwards);
-            state.waiters.retain(|w| {
-                if w.cancel_requested() {
-                    cancelled.push(Arc::clone(w));
-                    false
-                } else {
+            state.remove(|c| {
+                if c.waiter.cancel_requested() {
+                    cancelled.push(c.clone());
                     true
+                } else {
+                    // A part of a wait finished by its other helper.
+                    c.waiter.is_claimed()
                 }
             });
-            snapshot.extend(state.waiters.iter().cloned());
+            snapshot.extend(state.chunks.iter().cloned());
         }
-        for w in cancelled.drain(..) {
-            w.finish(Outcome::Cancelled, 0);
+        for c in cancelled.drain(..) {
+            finish(pool, &c, Outcome::Cancelled, 0, c.entries.start);
         }
-        if !forwards.is_empty() {
-            pass_on(&forwards, &snapshot);
-            forwards.clear();
-            snapshot.retain(|w| !w.is_done());
-            helper.lock().waiters.retain(|w| !w.is_done());
+        if !forwards.is_empty() || !orphans.is_empty() {
+            for (from, k) in forwards.drain(..) {
+                pass_on(pool, from.word_at(k), &snapshot);
+                from.word_at(k).wait_finished();
+                from.entry_forwarded();
+            }
+            for (from, k) in orphans.drain(..) {
+                pass_on(pool, from.word_at(k), &snapshot);
+            }
+            let mut state = helper.lock();
+            state.remove(|c| c.waiter.is_claimed());
             // Finishing may have queued more forwards: look again.
             continue;
         }
@@ -306,20 +466,21 @@ fn run(helper: &'static Helper) {
         }
         vector.clear();
         vector.push(WaitvEntry::new(&helper.control, sleeping, true));
-        vector.extend(
-            snapshot
-                .iter()
-                .map(|w| WaitvEntry::new(w.word().addr(), w.expected(), w.word().is_private())),
-        );
+        for c in &snapshot {
+            vector.extend(c.entries.clone().map(|k| {
+                let word = c.waiter.word_at(k);
+                WaitvEntry::new(word.addr(), c.waiter.expected_at(k), word.is_private())
+            }));
+        }
         // SAFETY: every word stays mapped while its waiter is unfinished
         // (the handle's drop waits for that), and we hold the waiters.
         let result = unsafe { futex::waitv(&vector) };
         helper.awake();
-        if settle(result, &snapshot) {
+        if settle(pool, result, &snapshot, &mut orphans) {
             let idle = {
                 let mut state = helper.lock();
-                state.waiters.retain(|w| !w.is_done());
-                state.waiters.is_empty() && state.forwards.is_empty()
+                state.remove(|c| c.waiter.is_claimed());
+                state.chunks.is_empty() && state.forwards.is_empty() && orphans.is_empty()
             };
             if idle {
                 // Nothing of ours is out of the kernel queue now and no
@@ -338,72 +499,94 @@ fn run(helper: &'static Helper) {
     }
 }
 
-/// Hands each forwarded wake to a live sibling on the same word (out of the
-/// kernel right now, so a `FUTEX_WAKE` would miss it), or else wakes one
-/// kernel waiter of the word.
-fn pass_on(forwards: &[Arc<Waiter>], snapshot: &[Arc<Waiter>]) {
-    for from in forwards {
-        let sibling = snapshot
-            .iter()
-            .find(|w| same_word(w, from) && !w.is_done() && !w.cancel_requested());
-        match sibling {
-            Some(to) => to.finish(Outcome::Woken, 0),
-            None => {
-                let _ = from.word().wake(1);
+/// Hands a wake consumed on `word` to a live sibling on that word (out of
+/// the kernel right now, so a `FUTEX_WAKE` would miss it), or else wakes
+/// one kernel waiter of the word.
+fn pass_on(pool: &WaitvPool, word: &Word, snapshot: &[Chunk]) {
+    for to in snapshot {
+        if to.waiter.is_claimed() || to.waiter.cancel_requested() {
+            continue;
+        }
+        if let Some(k) = to.entry_on(word) {
+            if finish(pool, to, Outcome::Woken, 0, k) {
+                return;
             }
         }
-        from.word().wait_finished();
-        from.forwarded();
     }
+    let _ = word.wake(1);
 }
 
 /// Finishes the waits that a `futex_waitv` return settles. Returns whether
-/// any was finished.
-fn settle(result: std::io::Result<usize>, snapshot: &[Arc<Waiter>]) -> bool {
-    let changed = |w: &Waiter| w.word().load() != w.expected();
+/// any was finished. Wakes consumed by a part of a wait that its other
+/// helper finished go to `orphans`, to be passed on.
+fn settle(
+    pool: &WaitvPool,
+    result: std::io::Result<usize>,
+    snapshot: &[Chunk],
+    orphans: &mut Vec<(Arc<Waiter>, usize)>,
+) -> bool {
     let mut finished = false;
-    let mut finish = |w: &Arc<Waiter>, outcome| {
-        w.finish(outcome, 0);
-        finished = true;
-    };
     match result {
         // The control word: no waiter was woken.
         Ok(0) => {}
         Ok(last_woken) => {
-            for (k, w) in snapshot.iter().enumerate() {
-                let index = k + 1;
-                if index <= last_woken {
-                    // The reported entry, or one before it that a wake may
-                    // have taken off the queue in the same instant: nothing
-                    // tells which, and a consumed wake must not be dropped.
-                    finish(w, Outcome::Woken);
-                } else if changed(w) {
+            // Vector positions: the control word is 0.
+            let mut first = 1;
+            for c in snapshot {
+                let end = first + c.len();
+                if first <= last_woken {
+                    // The reported entry is in this chunk, or the chunk lies
+                    // before it and a wake may have taken an entry off the
+                    // queue in the same instant: nothing tells which, and a
+                    // consumed wake must not be dropped.
+                    let (index, woken) = if last_woken < end {
+                        let k = c.entries.start + last_woken - first;
+                        (k, c.entries.start..k + 1)
+                    } else {
+                        let k = c.first_changed().unwrap_or(c.entries.end - 1);
+                        (k, c.entries.clone())
+                    };
+                    if finish(pool, c, Outcome::Woken, 0, index) {
+                        finished = true;
+                    } else {
+                        orphans.extend(woken.map(|k| (Arc::clone(&c.waiter), k)));
+                    }
+                } else if let Some(k) = c.first_changed() {
                     // Not woken (the kernel reports the last woken index).
-                    finish(w, Outcome::Mismatch);
+                    finished |= finish(pool, c, Outcome::Mismatch, 0, k);
                 }
+                first = end;
             }
         }
         Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
         Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
-            for w in snapshot {
-                if changed(w) {
-                    finish(w, Outcome::Mismatch);
+            for c in snapshot {
+                if let Some(k) = c.first_changed() {
+                    finished |= finish(pool, c, Outcome::Mismatch, 0, k);
                 }
             }
         }
         Err(e) => {
             // EFAULT or EINVAL: find the offending words one by one.
             let errno = e.raw_os_error().unwrap_or(libc::EINVAL);
+            let unreadable = |c: &Chunk| {
+                c.entries.clone().find_map(|k| {
+                    let word = c.waiter.word_at(k);
+                    futex::check_readable(word.addr(), word.is_private())
+                        .err()
+                        .map(|e| (k, e.raw_os_error().unwrap_or(errno)))
+                })
+            };
             let mut any = false;
-            for w in snapshot {
-                if let Err(e) = futex::check_readable(w.word().addr(), w.word().is_private()) {
-                    w.finish(Outcome::Failed, e.raw_os_error().unwrap_or(errno));
+            for c in snapshot {
+                if let Some((k, errno)) = unreadable(c) {
+                    finish(pool, c, Outcome::Failed, errno, k);
                     any = true;
                 }
             }
             if !any {
-                for w in snapshot {
-                    w.finish(Outcome::Failed, errno);
+                for c in snapshot {
+                    finish(pool, c, Outcome::Failed, errno, c.entries.start);
                 }
             }
             finished = true;

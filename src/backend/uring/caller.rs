@@ -39,12 +39,12 @@ use std::cell::RefCell;
 use std::io;
 use std::mem::ManuallyDrop;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::outcome_of;
 use super::reaper::Reapers;
+use super::{outcome_of, push_wait};
 use crate::backend::is_transient;
 use crate::process::fork_generation;
 use crate::sys::uring::{self, Ring};
@@ -183,21 +183,12 @@ impl CallerRing {
         let Some(this) = Self::of_this_thread() else {
             return Err(waiter);
         };
-        this.submit(waiter, |ring, word, expected, private, data| {
+        this.submit(waiter, |ring, waiter, data| {
             // SAFETY: the Arc leaked by `submit` keeps the waiter, its
-            // word's mapping and (through its handle, which keeps its
+            // words' mappings and (through its handle, which keeps its
             // eventfd open until the waiter is finished) the eventfd alive
             // until the write's completion is reaped, which gives it back.
-            unsafe {
-                ring.push_futex_wait_signalling(
-                    word,
-                    expected,
-                    private,
-                    data,
-                    eventfd,
-                    data | WRITE_TAG,
-                )
-            }
+            unsafe { push_wait(ring, waiter, data, Some((eventfd, data | WRITE_TAG))) }
         })
     }
 
@@ -212,31 +203,29 @@ impl CallerRing {
         if !this.reapers.ensure_here(&this) {
             return Err(waiter);
         }
-        this.submit(waiter, |ring, word, expected, private, data| {
+        this.submit(waiter, |ring, waiter, data| {
             // SAFETY: the Arc leaked by `submit` keeps the waiter and its
-            // word's mapping alive until the wait's completion is reaped,
+            // words' mappings alive until the wait's completion is reaped,
             // which gives it back.
-            unsafe { ring.push_futex_wait(word, expected, private, data) }
+            unsafe { push_wait(ring, waiter, data, None) }
         })
     }
 
-    /// Queues `waiter`'s wait with `push` (given the word, the expected
-    /// value, the key scope and the wait's `user_data`, see `wait_data`),
-    /// leaking an `Arc` of the waiter for its completions, and hands it to
-    /// the kernel. Gives the waiter back if it could not be queued.
+    /// Queues `waiter`'s wait with `push` (given the waiter and its wait's
+    /// `user_data`, see `wait_data`), leaking an `Arc` of the waiter for its
+    /// completions, and hands it to the kernel. Gives the waiter back if it
+    /// could not be queued.
     fn submit(
         self: &Arc<Self>,
         waiter: Arc<Waiter>,
-        push: impl FnOnce(&mut Ring, *const AtomicU32, u32, bool, u64) -> io::Result<()>,
+        push: impl FnOnce(&mut Ring, &Waiter, u64) -> io::Result<()>,
     ) -> Result<(), Arc<Waiter>> {
-        let word = waiter.word().addr();
-        let private = waiter.word().is_private();
-        let expected = waiter.expected();
         let data = Self::wait_data(&waiter);
         let ptr = Arc::into_raw(waiter);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let mut ring = self.lock();
-        if push(&mut ring, word, expected, private, data).is_err() {
+        // SAFETY: the leaked Arc is alive until its completion is reaped.
+        if push(&mut ring, unsafe { &*ptr }, data).is_err() {
             drop(ring);
             self.in_flight.fetch_sub(1, Ordering::Relaxed);
             // SAFETY: not queued, so the Arc leaked above is still ours.

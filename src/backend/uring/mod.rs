@@ -22,6 +22,7 @@ mod reaper;
 pub(crate) use self::caller::CallerRing;
 
 use std::io;
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -290,21 +291,65 @@ impl UringBackend {
             waiter.finish(Outcome::Failed, enter_errno);
             return;
         }
-        let word = waiter.word().addr();
-        let private = waiter.word().is_private();
-        let expected = waiter.expected();
         let ptr = Arc::into_raw(waiter);
         let pushed = match fault::fail(Site::UringWaitPush) {
             Some(e) => Err(e),
-            // SAFETY: the waiter (and through it the word's mapping) is kept
-            // alive by the leaked Arc until its completion is reaped.
-            None => unsafe { ring.push_futex_wait(word, expected, private, ptr as u64) },
+            // SAFETY: the waiter (and through it the words' mappings and its
+            // vector) is kept alive by the leaked Arc until its completion
+            // is reaped.
+            None => unsafe { push_wait(ring, &*ptr, ptr as u64, None) },
         };
         if let Err(e) = pushed {
             // SAFETY: not submitted, so we still own that Arc.
             let waiter = unsafe { Arc::from_raw(ptr) };
             waiter.finish(Outcome::Failed, e.raw_os_error().unwrap_or(libc::EIO));
         }
+    }
+}
+
+/// Queues `waiter`'s kernel wait (`FUTEX_WAIT` on its word, or
+/// `FUTEX_WAITV` on its vector) tagged `data`; with `signal = Some((fd,
+/// write_data))`, hard-linked to a write of 1 to the eventfd `fd` tagged
+/// `write_data`.
+///
+/// # Safety
+/// The waiter (its words' mappings, its vector) must stay alive, and the
+/// eventfd open, until the last completion of what is queued here has
+/// been reaped.
+unsafe fn push_wait(
+    ring: &mut Ring,
+    waiter: &Waiter,
+    data: u64,
+    signal: Option<(RawFd, u64)>,
+) -> io::Result<()> {
+    let word = waiter.word();
+    // SAFETY (all four): forwarded contract.
+    match (waiter.vector(), signal) {
+        (None, None) => unsafe {
+            ring.push_futex_wait(word.addr(), waiter.expected(), word.is_private(), data)
+        },
+        (None, Some((fd, write_data))) => unsafe {
+            ring.push_futex_wait_signalling(
+                word.addr(),
+                waiter.expected(),
+                word.is_private(),
+                data,
+                fd,
+                write_data,
+            )
+        },
+        (Some(v), None) => unsafe {
+            ring.push_futex_waitv(v.kernel().as_ptr(), v.len() as u32, data)
+        },
+        (Some(v), Some((fd, write_data))) => unsafe {
+            ring.push_futex_waitv_signalling(
+                v.kernel().as_ptr(),
+                v.len() as u32,
+                data,
+                fd,
+                write_data,
+            )
+        },
     }
 }
 
