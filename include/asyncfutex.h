@@ -88,7 +88,7 @@
 // Backend: `IORING_OP_FUTEX_WAIT` on one ring served by one library thread.
 #define AFX_BACKEND_IO_URING 1
 
-// Backend: helper threads in `futex_waitv(2)`, up to 127 waits each; where
+// Backend: helper threads in `futex_waitv(2)`, up to 127 waited-on words each; where
 // `futex_waitv` is refused, one `FUTEX_WAIT_BITSET` helper per pending wait.
 #define AFX_BACKEND_THREAD 2
 

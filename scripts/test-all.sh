@@ -43,23 +43,23 @@ done
 if AFX_BACKEND=io_uring cargo run -q --example probe >/dev/null 2>&1; then
     step "ring-thread mode: AFX_BACKEND=io_uring AFX_URING_SUBMIT=thread"
     if ! AFX_BACKEND=io_uring AFX_URING_SUBMIT=thread cargo test --test async_semantics \
-        --test cross_process --test c_api --test sync_primitives; then
+        --test cross_process --test c_api --test sync_primitives --test wait_any; then
         failures+=("cargo test, ring-thread mode (AFX_URING_SUBMIT=thread)")
     fi
 fi
 
 # The thread backend's per-wait mode (what kernels before 5.16, valgrind and
 # seccomp profiles without futex_waitv get): the semantics tests and the
-# soak again, with the mode forced; and the bindings, whose vector-wait
-# tests check that async vector waits are ENOSYS there.
+# soak again, with the mode forced; and the vector-wait tests (Rust and the
+# bindings), which check that async vector waits are ENOSYS there.
 if AFX_BACKEND=thread cargo run -q --example probe >/dev/null 2>&1; then
     step "per-wait mode: AFX_BACKEND=thread AFX_THREAD_WAITV=0"
     if ! AFX_BACKEND=thread AFX_THREAD_WAITV=0 cargo test --test async_semantics \
-        --test cross_process --test reliability_soak --test bindings; then
+        --test cross_process --test reliability_soak --test wait_any --test bindings; then
         failures+=("cargo test, per-wait mode (AFX_THREAD_WAITV=0)")
     fi
-    if ! AFX_BACKEND=thread AFX_THREAD_WAITV=0 cargo test --test c_api fork_inherited; then
-        failures+=("C fork test, per-wait mode (AFX_THREAD_WAITV=0)")
+    if ! AFX_BACKEND=thread AFX_THREAD_WAITV=0 cargo test --test c_api -- fork_inherited waitv; then
+        failures+=("C fork and vector-wait tests, per-wait mode (AFX_THREAD_WAITV=0)")
     fi
 fi
 

@@ -47,11 +47,12 @@ pub(crate) fn first_changed(entries: &[(&AsyncFutex, u32)]) -> Option<usize> {
 ///
 /// ```
 /// use std::sync::atomic::Ordering;
+/// use std::sync::Arc;
 /// use asyncfutex::{wait_any, SharedMemory};
 ///
 /// # fn main() -> std::io::Result<()> {
-/// let mem = SharedMemory::anonymous(4096)?;
-/// let (a, b) = (mem.futex(0)?, mem.futex(4)?);
+/// let mem = Arc::new(SharedMemory::anonymous(4096)?);
+/// let (a, b) = (mem.futex(0)?, mem.futex(1)?); // words 0 and 1
 /// # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
 /// # rt.block_on(async {
 /// b.word().store(7, Ordering::Release); // a producer, normally elsewhere

@@ -137,6 +137,253 @@ fn header_functions() -> BTreeSet<String> {
     names
 }
 
+/// Waits up to 10 s for `fd` to be readable.
+fn readable_soon(fd: c_int) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: one pollfd.
+        let n = unsafe { libc::poll(&mut p, 1, 10_000) };
+        if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        return n == 1 && p.revents & libc::POLLIN != 0;
+    }
+}
+
+fn entry(addr: *mut u32, expected: u32, flags: u32) -> afx_wait_entry {
+    afx_wait_entry {
+        addr,
+        expected,
+        flags,
+    }
+}
+
+/// Vector waits: malformed vectors, bad words (reported by the ack for
+/// async waits: nothing reads raw vector words at arm), double arm.
+unsafe fn waitv_rows(t: &mut Table, rw: *mut u8, ro: *mut u8, none: *mut u8) {
+    // A page of zero words of its own (the other rows use `rw`).
+    let own = page(libc::PROT_READ | libc::PROT_WRITE);
+    let w = own.cast::<u32>();
+    let good: Vec<afx_wait_entry> = (0..129).map(|i| entry(unsafe { w.add(i) }, 0, 0)).collect();
+    let g = good.as_ptr();
+    let forever = -1;
+    t.row(
+        "afx_waitv",
+        "NULL",
+        unsafe { afx_waitv(std::ptr::null(), 1, 0) },
+        EINVAL,
+    );
+    t.row(
+        "afx_waitv",
+        "n = 0",
+        unsafe { afx_waitv(g, 0, forever) },
+        EINVAL,
+    );
+    t.row(
+        "afx_waitv",
+        "n = 129",
+        unsafe { afx_waitv(g, 129, forever) },
+        EINVAL,
+    );
+    t.row(
+        "afx_waitv",
+        "128, timeout 0",
+        unsafe { afx_waitv(g, 128, 0) },
+        -libc::ETIMEDOUT,
+    );
+    let cases: [(&str, afx_wait_entry); 6] = [
+        ("NULL word", entry(null_mut(), 0, 0)),
+        ("misaligned word", entry(unsafe { rw.add(1) }.cast(), 0, 0)),
+        ("unknown flags", entry(w, 0, 2)),
+        (
+            "never-mapped word",
+            entry(NEVER_MAPPED[0] as *mut u32, 0, 0),
+        ),
+        ("PROT_NONE word", entry(none.cast(), 0, 0)),
+        ("read-only word, matching", entry(ro.cast(), 0, 0)),
+    ];
+    let wants = [
+        EINVAL,
+        EINVAL,
+        EINVAL,
+        -libc::EFAULT,
+        -libc::EFAULT,
+        -libc::ETIMEDOUT,
+    ];
+    for ((case, bad), want) in cases.iter().zip(wants) {
+        let mut v = good[..4].to_vec();
+        v[2] = *bad;
+        t.row(
+            "afx_waitv",
+            *case,
+            unsafe { afx_waitv(v.as_ptr(), 4, 0) },
+            want,
+        );
+    }
+    let mut stale = good[..4].to_vec();
+    stale[3].expected = 9;
+    t.row(
+        "afx_waitv",
+        "stale 4th word",
+        unsafe { afx_waitv(stale.as_ptr(), 4, forever) },
+        3,
+    );
+
+    t.row(
+        "afx_waitv_async",
+        "NULL handle",
+        unsafe { afx_waitv_async(null_mut(), g, 1) },
+        EINVAL,
+    );
+    let f = unsafe { afx_new(rw.add(1024).cast(), 0) };
+    assert!(!f.is_null());
+    let fd = unsafe { afx_eventfd(f) };
+    t.row(
+        "afx_waitv_async",
+        "NULL vector",
+        unsafe { afx_waitv_async(f, std::ptr::null(), 1) },
+        EINVAL,
+    );
+    t.row(
+        "afx_waitv_async",
+        "n = 0",
+        unsafe { afx_waitv_async(f, g, 0) },
+        EINVAL,
+    );
+    t.row(
+        "afx_waitv_async",
+        "n = 129",
+        unsafe { afx_waitv_async(f, g, 129) },
+        EINVAL,
+    );
+    for (case, bad) in cases.iter().take(3) {
+        let mut v = good[..4].to_vec();
+        v[1] = *bad;
+        t.row(
+            "afx_waitv_async",
+            *case,
+            unsafe { afx_waitv_async(f, v.as_ptr(), 4) },
+            EINVAL,
+        );
+    }
+    t.row(
+        "afx_ack_index",
+        "NULL handle",
+        unsafe { afx_ack_index(null_mut(), null_mut()) },
+        EINVAL,
+    );
+    t.row(
+        "afx_ack_index",
+        "nothing armed",
+        unsafe { afx_ack_index(f, null_mut()) },
+        0,
+    );
+    // Per-wait mode refuses vector waits: the ack reports it.
+    let per_wait = afx_backend() == AFX_BACKEND_THREAD
+        && std::env::var("AFX_THREAD_WAITV").as_deref() == Ok("0");
+    let refused = |want: c_int| if per_wait { -libc::ENOSYS } else { want };
+    for (case, bad) in &cases[3..5] {
+        let mut v = good[..4].to_vec();
+        v[1] = *bad;
+        t.row(
+            "afx_waitv_async",
+            *case,
+            unsafe { afx_waitv_async(f, v.as_ptr(), 4) },
+            0,
+        );
+        t.row(
+            "afx_ack_index",
+            format!("{case}: ready"),
+            i64::from(readable_soon(fd)),
+            1,
+        );
+        t.row(
+            "afx_ack_index",
+            format!("{case}: failed wait"),
+            unsafe { afx_ack_index(f, null_mut()) },
+            refused(-libc::EFAULT),
+        );
+    }
+    t.row(
+        "afx_waitv_async",
+        "128 words",
+        unsafe { afx_waitv_async(f, g, 128) },
+        0,
+    );
+    t.row(
+        "afx_waitv_async",
+        "double arm",
+        unsafe { afx_waitv_async(f, g, 4) },
+        -libc::EBUSY,
+    );
+    t.row(
+        "afx_wait_async",
+        "after a vector arm",
+        unsafe { afx_wait_async(f, 0) },
+        -libc::EBUSY,
+    );
+    if !per_wait {
+        t.row(
+            "afx_ack_index",
+            "pending",
+            unsafe { afx_ack_index(f, null_mut()) },
+            0,
+        );
+    }
+    t.row("afx_cancel", "vector wait", unsafe { afx_cancel(f) }, 0);
+    t.row(
+        "afx_ack_index",
+        "after cancel",
+        unsafe { afx_ack_index(f, null_mut()) },
+        0,
+    );
+    t.row(
+        "afx_waitv_async",
+        "stale",
+        unsafe { afx_waitv_async(f, stale.as_ptr(), 4) },
+        0,
+    );
+    t.row(
+        "afx_ack_index",
+        "stale: ready",
+        i64::from(readable_soon(fd)),
+        1,
+    );
+    let mut index = 77u32;
+    let acked = unsafe { afx_ack_index(f, &mut index) };
+    t.row(
+        "afx_ack_index",
+        "stale: completed",
+        acked,
+        if per_wait { -libc::ENOSYS } else { 1 },
+    );
+    t.row(
+        "afx_ack_index",
+        "stale: index",
+        index,
+        if per_wait { 77 } else { 3 },
+    );
+    t.row(
+        "afx_wait_async",
+        "single arm after",
+        unsafe { afx_wait_async(f, 0) },
+        0,
+    );
+    t.row(
+        "afx_waitv_async",
+        "vector arm over a single",
+        unsafe { afx_waitv_async(f, g, 2) },
+        -libc::EBUSY,
+    );
+    t.row("afx_cancel", "single wait", unsafe { afx_cancel(f) }, 0);
+    unsafe { afx_free(f) };
+    unsafe { libc::munmap(own.cast(), PAGE) };
+}
+
 // SAFETY (whole file): every call passes NULL, an address the function
 // documents it checks (NULL, misaligned, or — for `afx_new` — unmapped /
 // unreadable), or a live handle / mapped state that outlives its use.
@@ -163,6 +410,7 @@ fn every_entry_point_refuses_bad_input() {
         sem_rows(&mut t, rw);
         event_rows(&mut t, rw);
         chan_rows(&mut t);
+        waitv_rows(&mut t, rw, ro, none);
         unmapped_open_rows(&mut t, none);
         libc::munmap(rw.cast(), PAGE);
         libc::munmap(ro.cast(), PAGE);

@@ -532,3 +532,57 @@ fn duplicate_and_private_words() {
         assert!(index == 0 || index == 2, "index {index}");
     });
 }
+
+/// A vector wait pending in the parent at `fork`: the child's copy of the
+/// future completes spuriously there without touching it (nothing in the
+/// child serves it), the child's own vector waits work, and the parent's
+/// wait still gets its wake.
+#[test]
+fn fork_with_a_vector_wait_pending() {
+    let test = "fork_with_a_vector_wait_pending";
+    let _serial = serial();
+    if begin(test).is_none() {
+        return;
+    }
+    let mem = shared_page();
+    let fs = handles(&mem, 4);
+    let list = entries(&fs, 0);
+    let mut fut = wait_any(&list);
+    let (_, waker) = counting_waker();
+    assert!(poll_once(&mut fut, &waker).is_pending());
+    wait_for_waiters(fs[3].word(), 1, "parent's vector wait queued");
+    let inherited = &mut fut;
+    let child = fork_child(test, move || {
+        // The inherited future: spurious completion, the parent's kernel
+        // wait untouched.
+        let (_, waker) = counting_waker();
+        match poll_once(inherited, &waker) {
+            Poll::Ready(Ok(_)) => {}
+            other => return fail(format!("inherited vector future: {other:?}")),
+        }
+        try_wait_for_waiters(word(&mem, 3), 1, "parent's wait still queued")?;
+        // A vector wait of the child's own, on other words.
+        let own: Vec<AsyncFutex> = (8..10).map(|i| mem.futex(i).unwrap()).collect();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                wait_for_waiters(word(&mem, 9), 1, "child's vector wait queued");
+                store_wake(word(&mem, 9), 1);
+            });
+            match rt.block_on(wait_any(&[(&own[0], 0), (&own[1], 0)])) {
+                Ok(1) => Ok(()),
+                other => fail(format!("child's own vector wait: {other:?}")),
+            }
+        })
+    });
+    child.expect_ok();
+    assert_eq!(
+        fs[3].wake(1).unwrap(),
+        1,
+        "the parent's wait left the kernel"
+    );
+    assert_eq!(complete(&mut fut, "parent's vector wait").unwrap(), 3);
+}

@@ -34,7 +34,7 @@ pub(crate) use self::uring::{CallerRing, UringBackend};
 pub enum BackendKind {
     /// `IORING_OP_FUTEX_WAIT` on one ring served by one library thread.
     IoUring,
-    /// Helper threads blocking in `futex_waitv(2)`, up to 127 waits each.
+    /// Helper threads blocking in `futex_waitv(2)`, up to 127 waited-on words each.
     ///
     /// Where `futex_waitv` is refused (kernels before 5.16, valgrind, or a
     /// seccomp profile that predates it: `ENOSYS`/`EPERM`), the same backend

@@ -46,7 +46,7 @@ pub const AFX_VERSION_NUMBER: u32 =
 pub const AFX_BACKEND_AUTO: c_int = 0;
 /// Backend: `IORING_OP_FUTEX_WAIT` on one ring served by one library thread.
 pub const AFX_BACKEND_IO_URING: c_int = 1;
-/// Backend: helper threads in `futex_waitv(2)`, up to 127 waits each; where
+/// Backend: helper threads in `futex_waitv(2)`, up to 127 waited-on words each; where
 /// `futex_waitv` is refused, one `FUTEX_WAIT_BITSET` helper per pending wait.
 pub const AFX_BACKEND_THREAD: c_int = 2;
 

@@ -3,7 +3,7 @@
 //! in one of two modes, chosen when it starts:
 //!
 //! - **vector mode** ([`waitv`]), the normal one: helpers blocking in
-//!   `futex_waitv(2)` (Linux 5.16+), each serving up to 127 waits;
+//!   `futex_waitv(2)` (Linux 5.16+), each serving up to 127 waited-on words (a wait on `n` words takes `n`);
 //! - **per-wait mode** ([`per_wait`]), where `futex_waitv` is refused
 //!   (`ENOSYS` on kernels before 5.16 and under valgrind, `ENOSYS` or
 //!   `EPERM` from a seccomp profile that predates it): every pending wait

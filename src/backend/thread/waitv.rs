@@ -1,6 +1,6 @@
 //! The thread backend's vector mode: helper threads blocking in
-//! `futex_waitv(2)`, each serving up to 127 waits plus its own control
-//! word.
+//! `futex_waitv(2)`, each serving up to 127 words of pending waits plus
+//! its own control word.
 //!
 //! Threads: one per 127 pending waits at the peak, created on demand and
 //! kept for reuse.
