@@ -50,11 +50,12 @@ fi
 
 # The thread backend's per-wait mode (what kernels before 5.16, valgrind and
 # seccomp profiles without futex_waitv get): the semantics tests and the
-# soak again, with the mode forced.
+# soak again, with the mode forced; and the vector-wait tests (Rust and the
+# bindings), which check that async vector waits are ENOSYS there.
 if AFX_BACKEND=thread cargo run -q --example probe >/dev/null 2>&1; then
     step "per-wait mode: AFX_BACKEND=thread AFX_THREAD_WAITV=0"
     if ! AFX_BACKEND=thread AFX_THREAD_WAITV=0 cargo test --test async_semantics \
-        --test cross_process --test reliability_soak --test wait_any; then
+        --test cross_process --test reliability_soak --test wait_any --test bindings; then
         failures+=("cargo test, per-wait mode (AFX_THREAD_WAITV=0)")
     fi
     if ! AFX_BACKEND=thread AFX_THREAD_WAITV=0 cargo test --test c_api -- fork_inherited waitv; then

@@ -1,11 +1,12 @@
 //! The C++ and Python bindings (`bindings/`), run against the freshly built
 //! `libasyncfutex.so`.
 //!
-//! - `cpp_bindings` compiles `bindings/cpp/tests/test_asio.cpp` (with
+//! - `cpp_bindings` compiles `bindings/cpp/tests/test_asio.cpp` and
+//!   `bindings/cpp/tests/test_wait_any.cpp` (vector waits; both with
 //!   AddressSanitizer + UndefinedBehaviorSanitizer) and the Asio example
 //!   `bindings/cpp/examples/asio_wait.cpp` with `g++ -std=c++17 -Wall
 //!   -Wextra -Werror` against `include/asyncfutex.h`, the header-only
-//!   wrapper and the built library, and runs both. Without `g++` or
+//!   wrapper and the built library, and runs them. Without `g++` or
 //!   standalone Asio (`asio.hpp`, Debian's `libasio-dev`) it prints a counted
 //!   SKIP; CI installs both.
 //! - `python_bindings` runs `bindings/python/run-tests.sh` (a cached venv in
@@ -13,9 +14,13 @@
 //!
 //! The environment passes through, so each runs once per backend:
 //! `AFX_BACKEND=io_uring cargo test --test bindings` and
-//! `AFX_BACKEND=thread cargo test --test bindings`. A program that exits 77
-//! (the backend cannot run here) or a pytest run that only skipped is a
-//! counted SKIP, never a silent pass; any failure shows the output.
+//! `AFX_BACKEND=thread cargo test --test bindings` (and
+//! `AFX_BACKEND=thread AFX_THREAD_WAITV=0` for the thread backend's
+//! per-wait mode, where the vector-wait tests check ENOSYS). A program that
+//! exits 77 (the backend cannot run here) or a pytest run that only skipped
+//! is a counted SKIP, never a silent pass, and so is each case a passing
+//! program reports with a `SKIP <case>: <reason>` line; any failure shows
+//! the output.
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -198,8 +203,9 @@ fn cxx_command(source: &Path, output: &Path, lib_dir: &Path, sanitize: bool) -> 
     cmd
 }
 
-/// Judges a C++ program: PASS line(s) and exit 0, or a counted skip (77);
-/// panics otherwise, showing its output.
+/// Judges a C++ program: PASS line(s) and exit 0 (each `SKIP <case>:` line
+/// it printed is a counted skip), or a counted skip of it all (77); panics
+/// otherwise, showing its output.
 fn judge_cpp(label: &str, outcome: &Outcome) {
     match outcome.code() {
         Some(0) if !outcome.timed_out => {
@@ -215,6 +221,13 @@ fn judge_cpp(label: &str, outcome: &Outcome) {
             );
             for line in passes {
                 announce(&format!("bindings/cpp: {line}"));
+            }
+            for case in outcome
+                .stdout
+                .lines()
+                .filter_map(|l| l.strip_prefix("SKIP "))
+            {
+                skip(label, case);
             }
             announce(&format!(
                 "bindings/cpp: {label} passed in {:.2} s (AFX_BACKEND={})",
@@ -240,7 +253,7 @@ fn judge_cpp(label: &str, outcome: &Outcome) {
     }
 }
 
-/// The C++ wrapper's test (sanitized) and the Asio example, built with
+/// The C++ wrapper's tests (sanitized) and the Asio example, built with
 /// `-Wall -Wextra -Werror` against the header and the built library.
 #[test]
 fn cpp_bindings() {
@@ -258,12 +271,17 @@ fn cpp_bindings() {
             true,
         ),
         (
+            "test_wait_any",
+            root.join("bindings/cpp/tests/test_wait_any.cpp"),
+            true,
+        ),
+        (
             "asio_wait",
             root.join("bindings/cpp/examples/asio_wait.cpp"),
             false,
         ),
     ];
-    // Compile both at once, then run each.
+    // Compile them all at once, then run each.
     let jobs: Vec<_> = programs
         .iter()
         .map(|(name, source, sanitize)| {
@@ -292,7 +310,7 @@ fn cpp_bindings() {
     }
     for (name, binary) in binaries {
         let mut cmd = Command::new(&binary);
-        if name == "test_asio" {
+        if name.starts_with("test_") {
             support::sanitizer_options(&mut cmd);
         } else {
             cmd.arg("300"); // rounds

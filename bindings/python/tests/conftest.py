@@ -20,7 +20,7 @@ import signal
 import sys
 import time
 import traceback
-from typing import Any, Callable, Coroutine, Dict, Iterator
+from typing import Any, Callable, Coroutine, Dict, Iterator, Optional
 
 import pytest
 import uvloop
@@ -79,6 +79,7 @@ def backend_name() -> str:
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 _SYS_FUTEX = {"x86_64": 202, "aarch64": 98, "riscv64": 98}.get(platform.machine())
+_FUTEX_WAKE = 1
 _FUTEX_CMP_REQUEUE = 4
 _FUTEX_PRIVATE_FLAG = 128
 
@@ -107,6 +108,34 @@ def kernel_waiters(address: int, private: bool = False) -> int:
         err = ctypes.get_errno()
         if err != 11:  # EAGAIN: the word changed under us
             raise OSError(err, os.strerror(err))
+
+
+def raw_futex_wake(address: int, n: int, private: bool = False) -> int:
+    """Plain ``futex(FUTEX_WAKE)`` through libc, as a process that does not
+    use the library would call it: how many waiters it woke."""
+    if _SYS_FUTEX is None:
+        pytest.skip(f"futex syscall number unknown on {platform.machine()}")
+    op = _FUTEX_WAKE | (_FUTEX_PRIVATE_FLAG if private else 0)
+    r = _libc.syscall(ctypes.c_long(_SYS_FUTEX), ctypes.c_void_p(address), ctypes.c_int(op), ctypes.c_uint32(n))
+    if r < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return int(r)
+
+
+_SYS_FUTEX_WAITV = 449  # the same number on every architecture
+
+
+def futex_waitv_missing() -> Optional[str]:
+    """None if this kernel has ``futex_waitv(2)`` (Linux 5.16+) and lets us
+    call it; otherwise why not. (An empty vector: EINVAL when it exists.)"""
+    r = _libc.syscall(
+        ctypes.c_long(_SYS_FUTEX_WAITV), None, ctypes.c_ulong(0), ctypes.c_ulong(0), None, ctypes.c_long(0)
+    )
+    err = ctypes.get_errno() if r < 0 else 0
+    if err == 22:  # EINVAL
+        return None
+    return f"futex_waitv(2) is not available here ({os.strerror(err) if err else 'returned ' + str(r)})"
 
 
 def await_kernel_waiters(address: int, n: int, private: bool = False, timeout: float = WATCHDOG) -> None:

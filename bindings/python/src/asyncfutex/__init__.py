@@ -13,12 +13,23 @@ dynamic loader's search path.
 True
 """
 
-from ._futex import WAKE_ALL, Futex, backend, select_backend, strerror, version
+from ._futex import (
+    WAIT_ANY_MAX,
+    WAKE_ALL,
+    Futex,
+    backend,
+    select_backend,
+    strerror,
+    version,
+    wait_any,
+    wait_any_async,
+)
 from ._lib import ENV_VAR, LibraryNotFoundError, library_path
 from ._shared import SharedWord
 
 __all__ = [
     "ENV_VAR",
+    "WAIT_ANY_MAX",
     "WAKE_ALL",
     "Futex",
     "LibraryNotFoundError",
@@ -28,5 +39,7 @@ __all__ = [
     "select_backend",
     "strerror",
     "version",
+    "wait_any",
+    "wait_any_async",
 ]
 __version__ = "0.1.0"

@@ -6,12 +6,17 @@ import asyncio
 import ctypes
 import errno
 import math
-from typing import Any, Optional, Tuple, Union
+import time
+from typing import Any, Iterable, List, Optional, Tuple, Union
 
-from ._lib import library
+from ._lib import WaitEntry, library
 
 #: ``wake(WAKE_ALL)`` wakes every waiter.
 WAKE_ALL = 0xFFFF_FFFF
+#: The most entries one :func:`wait_any` / :func:`wait_any_async` takes
+#: (``AFX_WAITV_MAX``); more, or none, is ``OSError(EINVAL)``.
+WAIT_ANY_MAX = 128
+_AFX_PRIVATE = 1
 _U32_MAX = 0xFFFF_FFFF
 _I64_MAX = (1 << 63) - 1
 
@@ -72,6 +77,24 @@ def select_backend(name: str) -> str:
     lib = library()
     chosen: bytes = lib.afx_backend_name(_check(lib.afx_select_backend(_BACKENDS[name])))
     return chosen.decode()
+
+
+def _seconds(timeout: float) -> float:
+    seconds = float(timeout)
+    if math.isnan(seconds):
+        raise ValueError("timeout is NaN")
+    return seconds
+
+
+def _timeout_ns(seconds: float) -> int:
+    """A relative timeout for the C API in nanoseconds, rounded up; ``<= 0``
+    only checks (0); beyond int64 nanoseconds (about 292 years) is forever
+    (-1)."""
+    if seconds <= 0:
+        return 0
+    if seconds * 1e9 >= _I64_MAX:
+        return -1
+    return math.ceil(seconds * 1e9)
 
 
 def _wake_future(fut: "asyncio.Future[None]") -> None:
@@ -245,18 +268,7 @@ class Futex:
         True when woken, when the word did not hold ``expected``, or after a
         signal handler ran: re-check the word."""
         _u32(expected, "expected")
-        if timeout is None:
-            ns = -1
-        else:
-            seconds = float(timeout)
-            if math.isnan(seconds):
-                raise ValueError("timeout is NaN")
-            if seconds <= 0:
-                ns = 0
-            elif seconds * 1e9 >= _I64_MAX:
-                ns = -1
-            else:
-                ns = math.ceil(seconds * 1e9)
+        ns = -1 if timeout is None else _timeout_ns(_seconds(timeout))
         rc = library().afx_wait(self._live(), expected, ns)
         if rc == -errno.ETIMEDOUT:
             return False
@@ -280,6 +292,15 @@ class Futex:
         loop = asyncio.get_running_loop()
         lib = library()
         _check(lib.afx_wait_async(handle, expected))
+        await self._armed_wait(loop, handle, None)
+
+    async def _armed_wait(self, loop: asyncio.AbstractEventLoop, handle: int, index: Optional[ctypes.c_uint32]) -> None:
+        """Awaits the completion of the wait armed on this handle (readiness
+        of its eventfd through ``loop.add_reader``) and acknowledges it
+        (``afx_ack``, or ``afx_ack_index`` into ``index``). On any exception
+        — cancellation, an error, close() — the wait is cancelled, which
+        passes a wake it had consumed on."""
+        lib = library()
         fd = self._fd
         try:
             while True:
@@ -295,7 +316,10 @@ class Futex:
                         loop.remove_reader(fd)
                 if self._handle is None:
                     raise ValueError("the Futex was closed during wait_async")
-                rc = lib.afx_ack(handle)
+                if index is None:
+                    rc = lib.afx_ack(handle)
+                else:
+                    rc = lib.afx_ack_index(handle, ctypes.byref(index))
                 if rc == 1:
                     return
                 _check(rc)  # 0: readiness without a completion; wait again
@@ -303,3 +327,145 @@ class Futex:
             if self._handle == handle:
                 lib.afx_cancel(handle)  # forwards a wake the wait consumed
             raise
+
+
+# ---- waiting for any of many words -----------------------------------------
+
+Entries = Iterable[Tuple[Futex, int]]
+
+
+def _vector(entries: Entries) -> Tuple["ctypes.Array[WaitEntry]", List[Any]]:
+    """The ``afx_wait_entry`` vector for ``(Futex, expected)`` pairs, and the
+    words' ctypes objects: while the caller holds them, the buffers they
+    export stay mapped (even if a Futex is closed meanwhile), as the C API
+    requires until the wait ends. The count is left to the library
+    (``EINVAL`` for none or more than ``WAIT_ANY_MAX``)."""
+    if isinstance(entries, (str, bytes)):
+        raise TypeError("entries must be an iterable of (Futex, expected) pairs")
+    try:
+        items = list(entries)
+    except TypeError:
+        raise TypeError(
+            f"entries must be an iterable of (Futex, expected) pairs, not {type(entries).__name__}"
+        ) from None
+    vector = (WaitEntry * len(items))()
+    words: List[Any] = []
+    for i, item in enumerate(items):
+        try:
+            futex, expected = item
+        except (TypeError, ValueError):
+            raise TypeError(f"entry {i} must be a (Futex, expected) pair, not {item!r}") from None
+        if not isinstance(futex, Futex):
+            raise TypeError(f"entry {i}: expected a Futex, not {type(futex).__name__}")
+        _u32(expected, f"expected (entry {i})")
+        futex._live()
+        word = futex._word
+        assert word is not None
+        words.append(word)
+        vector[i].addr = ctypes.addressof(word)
+        vector[i].expected = expected
+        vector[i].flags = _AFX_PRIVATE if futex._private else 0
+    return vector, words
+
+
+def wait_any(entries: Entries, timeout: Optional[float] = None) -> Optional[int]:
+    """Blocks (without the GIL) while *every* ``(futex, expected)`` entry's
+    word holds its ``expected`` value (``futex_waitv(2)``: the check is
+    atomic with going to sleep), until one is woken or for at most
+    ``timeout`` seconds.
+
+    Returns the index of an entry that was woken or whose word did not hold
+    its value — then re-check *all* the words: completions may be spurious —
+    or None when the timeout expired. ``timeout`` None or negative waits
+    forever (as ``afx_waitv`` with ``timeout_ns < 0``); 0 only checks the
+    words. (Unlike :meth:`Futex.wait`, where a negative timeout only
+    checks.) A signal handler that runs meanwhile is run, then the wait
+    goes on for the rest of the timeout.
+
+    Up to ``WAIT_ANY_MAX`` (128) entries, from any handles, shared and
+    private keys mixed, the same word more than once if you like; none or
+    more is ``OSError(EINVAL)``. No async wait is armed: no handle's
+    one-wait slot is used. ``OSError(ENOSYS)`` or ``EPERM`` where
+    ``futex_waitv`` is not available (Linux < 5.16, some seccomp profiles).
+    """
+    vector, words = _vector(entries)
+    deadline: Optional[float] = None
+    if timeout is None:
+        ns = -1
+    else:
+        seconds = _seconds(timeout)
+        if seconds < 0:
+            ns = -1
+        else:
+            ns = _timeout_ns(seconds)
+            if ns > 0:
+                deadline = time.monotonic() + seconds
+    lib = library()
+    while True:
+        rc = lib.afx_waitv(vector, len(vector), ns)
+        if rc >= 0:
+            break
+        if rc == -errno.ETIMEDOUT:
+            rc = -1
+            break
+        if rc != -errno.EINTR:
+            raise _os_error(rc)
+        # A signal handler ran (Python runs its own here, at the loop's
+        # back edge; one that raises ends the wait). Wait out the rest; once
+        # the time is up, one last check of the words.
+        if deadline is not None:
+            ns = max(0, math.ceil((deadline - time.monotonic()) * 1e9))
+    del words  # the words had to stay mapped until here
+    return None if rc < 0 else rc
+
+
+# The word of the handles that own wait_any_async's waits when the caller
+# names none (never woken: only its handle's eventfd and wait slot are used).
+_OWNER_WORD = ctypes.c_uint32(0)
+
+
+async def wait_any_async(entries: Entries, *, owner: Optional[Futex] = None) -> int:
+    """Awaits a wake while *every* ``(futex, expected)`` entry's word holds
+    its ``expected`` value (completes at once if one does not). Returns the
+    index of an entry that was woken or whose word did not hold its value:
+    re-check *all* the words, completions may be spurious.
+
+    One armed vector wait (``afx_waitv_async``) announced on the eventfd of
+    ``owner`` and awaited with ``loop.add_reader``, like
+    :meth:`Futex.wait_async` (any asyncio loop, uvloop too). The owner is
+    the handle whose one async wait this is:
+
+    - ``owner=None`` (default): a handle of this call's own, made and freed
+      here (one eventfd while it waits). Any number of these may run at
+      once, on the same words or not.
+    - ``owner=futex``: that handle (one of the entries' or any other);
+      ``OSError(EBUSY)`` if it already has a wait armed (``wait_async`` or
+      another vector wait). Saves making an eventfd per call, and lets you
+      poll ``owner.fileno()``. Closing it during the wait raises ValueError.
+
+    Cancel-safe: if the task is cancelled (``task.cancel()``,
+    ``asyncio.wait_for`` timeout) the wait is cancelled, and a wake it had
+    consumed is passed on (``wake(1)`` on its words: another waiter of
+    those words may see a spurious wake-up, never a lost one).
+
+    Errors: ``OSError(EINVAL)`` for no entries or more than
+    ``WAIT_ANY_MAX``, ``OSError(ENOSYS)`` where the backend cannot serve
+    vector waits (the thread backend in per-wait mode: Linux < 5.16, or
+    ``AFX_THREAD_WAITV=0``), and those of :meth:`Futex.wait_async`.
+    """
+    vector, words = _vector(entries)
+    if owner is not None and not isinstance(owner, Futex):
+        raise TypeError(f"owner must be a Futex or None, not {type(owner).__name__}")
+    loop = asyncio.get_running_loop()
+    own = owner if owner is not None else Futex(ctypes.addressof(_OWNER_WORD), private=True)
+    try:
+        handle = own._live()
+        _check(library().afx_waitv_async(handle, vector, len(vector)))
+        del vector  # copied by the library; the words must stay mapped
+        index = ctypes.c_uint32()
+        await own._armed_wait(loop, handle, index)
+        return index.value
+    finally:
+        if owner is None:
+            own.close()
+        del words  # mapped until the wait is acknowledged or cancelled

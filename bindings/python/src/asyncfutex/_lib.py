@@ -21,6 +21,17 @@ class LibraryNotFoundError(ImportError):
     """``libasyncfutex.so`` could not be found or loaded."""
 
 
+class WaitEntry(ctypes.Structure):
+    """``afx_wait_entry``: one entry of a vector wait (``afx_waitv``,
+    ``afx_waitv_async``)."""
+
+    _fields_ = [
+        ("addr", ctypes.c_void_p),  # uint32_t *: the word, 4-byte aligned
+        ("expected", ctypes.c_uint32),  # sleep only while *addr == expected
+        ("flags", ctypes.c_uint32),  # 0 (shared key) or AFX_PRIVATE
+    ]
+
+
 def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     """Declares the prototypes; fails if a symbol is missing."""
     vp, u32, i32, i64, cstr = (
@@ -30,6 +41,7 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
         ctypes.c_int64,
         ctypes.c_char_p,
     )
+    entries = ctypes.POINTER(WaitEntry)
     protos = {
         "afx_new": (vp, [vp, u32]),
         "afx_free": (None, [vp]),
@@ -39,6 +51,9 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
         "afx_wait_async": (i32, [vp, u32]),
         "afx_ack": (i32, [vp]),
         "afx_cancel": (i32, [vp]),
+        "afx_waitv": (i32, [entries, u32, i64]),
+        "afx_waitv_async": (i32, [vp, entries, u32]),
+        "afx_ack_index": (i32, [vp, ctypes.POINTER(u32)]),
         "afx_version": (cstr, []),
         "afx_backend": (i32, []),
         "afx_select_backend": (i32, [i32]),
