@@ -101,6 +101,9 @@ for backend in "${backends[@]}"; do
     [ -n "$done_line" ] || done_line=$(grep -E '^#[0-9]+' "$log" | tail -1)
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
     rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log")
+    # No final stats (killed by a signal): the last status line's count.
+    [ -n "$execs" ] || execs=$(grep -oE '^#[0-9]+' <<<"$done_line" | tr -d '#')
+    [ -n "$rate" ] || rate=$(grep -oE 'exec/s: [0-9]+' <<<"$done_line" | grep -oE '[0-9]+')
     cov=$(grep -oE 'cov: [0-9]+' <<<"$done_line" | grep -oE '[0-9]+')
     ft=$(grep -oE 'ft: [0-9]+' <<<"$done_line" | grep -oE '[0-9]+')
     units=$(grep -oE 'corp: [0-9]+' <<<"$done_line" | grep -oE '[0-9]+')
