@@ -17,6 +17,12 @@
 # undocumented return value, an fd leak or a hang (-timeout) writes the
 # input to fuzz/artifacts/c_api/ and fails the script; replay it with
 #   fuzz/target/x86_64-unknown-linux-gnu/release/c_api fuzz/artifacts/c_api/crash-...
+# A fault in a library thread (they block every signal) kills the process
+# before libFuzzer can write the input: the target records each input in
+# $CARGO_TARGET_DIR/last-input-<backend> before running it, and the script
+# copies that to fuzz/artifacts/c_api/signal-<n>-<sha1> (the input running
+# when the process died; a timing-dependent fault may need -runs=1000 to
+# show again on replay).
 # Prints executions, exec/s and coverage from libFuzzer's final stats.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -78,15 +84,26 @@ for backend in "${backends[@]}"; do
     fi
     rm -f "$empty"
     echo "==== fuzz: $per s, AFX_BACKEND=$backend ===="
-    AFX_BACKEND=$backend "$bin" "$corpus" fuzz/corpus/c_api \
+    last="$CARGO_TARGET_DIR/last-input-$backend"
+    rm -f "$last"
+    AFX_FUZZ_LAST_INPUT="$last" AFX_BACKEND=$backend "$bin" "$corpus" fuzz/corpus/c_api \
         -max_total_time="$per" -timeout=10 -rss_limit_mb=2048 -max_len=4096 \
         -print_final_stats=1 -print_funcs=0 -artifact_prefix="$artifacts/" \
         >"$log" 2>&1
     rc=$?
+    if [ "$rc" -gt 128 ] && [ -e "$last" ]; then
+        # Killed by a signal libFuzzer did not catch: keep the input.
+        saved="$artifacts/signal-$((rc - 128))-$(sha1sum <"$last" | cut -c1-40)"
+        cp "$last" "$saved"
+        echo "killed by signal $((rc - 128)) (no libFuzzer report); input running: $saved"
+    fi
     done_line=$(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -1)
     [ -n "$done_line" ] || done_line=$(grep -E '^#[0-9]+' "$log" | tail -1)
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
     rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log")
+    # No final stats (killed by a signal): the last status line's count.
+    [ -n "$execs" ] || execs=$(grep -oE '^#[0-9]+' <<<"$done_line" | tr -d '#')
+    [ -n "$rate" ] || rate=$(grep -oE 'exec/s: [0-9]+' <<<"$done_line" | grep -oE '[0-9]+')
     cov=$(grep -oE 'cov: [0-9]+' <<<"$done_line" | grep -oE '[0-9]+')
     ft=$(grep -oE 'ft: [0-9]+' <<<"$done_line" | grep -oE '[0-9]+')
     units=$(grep -oE 'corp: [0-9]+' <<<"$done_line" | grep -oE '[0-9]+')

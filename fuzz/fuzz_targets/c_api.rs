@@ -4,18 +4,33 @@
 //! handles and shared-memory states: `afx_new` on valid words, on
 //! misaligned, NULL, unmapped, `PROT_NONE` and read-only addresses, with
 //! valid and invalid flags; `afx_wait` (short timeouts only), `afx_wake`,
-//! the async trio, `afx_eventfd`, `afx_free`; the mutex, semaphore, event
-//! and channel functions; plain stores and raw `futex(2)` wakes by a
-//! simulated peer, including a peer that scribbles over the shared state
-//! words. Every call's result is checked against what the C API documents
-//! (and, where the outcome is determined, against a model of the handle);
-//! an undocumented result aborts, which libFuzzer reports as a crash.
+//! the async trio, `afx_eventfd`, `afx_free`; the vector waits
+//! (`afx_waitv`, `afx_waitv_async`, `afx_ack_index`) on vectors of 0 to
+//! `AFX_WAITV_MAX + 2` entries naming the same kinds of addresses, with
+//! valid and unknown flags and random expected values; the mutex,
+//! semaphore, event and channel functions; plain stores and raw `futex(2)`
+//! wakes by a simulated peer, including a peer that scribbles over the
+//! shared state words. Every call's result is checked against what the C
+//! API documents (and, where the outcome is determined, against a model of
+//! the handle); an undocumented result aborts, which libFuzzer reports as
+//! a crash.
+//!
+//! A handle's armed wait is modelled as `afx_wait_async`'s or a vector's;
+//! `afx_waitv_async` arms a handle exactly as `afx_wait_async` does (EBUSY
+//! while armed), and ack, cancel and free disarm it. For a vector wait the
+//! model also knows which entries name unreadable words (only then may
+//! its ack say EFAULT) and which have differed from their expected value
+//! at every moment since the arm: such a wait must complete (its eventfd
+//! becomes readable within 5 s), as must one naming an unreadable word.
 //!
 //! Handles are never used after they were freed (C cannot promise anything
 //! there); NULL handles are. Nothing blocks for long: blocking calls get
-//! timeouts of at most 200 µs, or wait forever only when the word is known
-//! to differ from `expected`. At the end of each input everything is freed
-//! and the process's open descriptors must be back to their baseline.
+//! timeouts of at most 200 µs, or wait forever only when a word is known
+//! to differ from its `expected` (the kernel checks every word of a vector
+//! before it sleeps). Every word a vector names stays mapped for the life
+//! of the process (the fixture's pages are never unmapped), or was never
+//! mappable. At the end of each input everything is freed and the
+//! process's open descriptors must be back to their baseline.
 #![no_main]
 
 use std::os::raw::{c_char, c_int, c_void};
@@ -60,6 +75,8 @@ struct Mem {
     none: *mut u8,
     /// The backend running in this process.
     backend: c_int,
+    /// `AFX_FUZZ_LAST_INPUT`'s file, open for writing, or -1.
+    last_input: c_int,
     /// Open descriptors once the backend runs.
     fds: Vec<String>,
 }
@@ -109,6 +126,43 @@ fn open_fds() -> Vec<String> {
     fds
 }
 
+/// Opens the file named by `AFX_FUZZ_LAST_INPUT` (scripts/fuzz.sh sets
+/// it), or returns -1. Each input is written there before it runs: a
+/// library thread starts with every signal blocked, so a fault in one kills
+/// the process outright (the kernel forces the default action), without
+/// libFuzzer's handler writing the input to an artifact; the script then
+/// copies this file instead.
+fn open_last_input() -> c_int {
+    use std::os::unix::ffi::OsStrExt;
+    let Some(path) = std::env::var_os("AFX_FUZZ_LAST_INPUT") else {
+        return -1;
+    };
+    let path = std::ffi::CString::new(path.as_bytes()).expect("a path without NUL");
+    // SAFETY: a NUL-terminated path.
+    let fd = unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
+            0o644,
+        )
+    };
+    assert!(fd >= 0, "open AFX_FUZZ_LAST_INPUT: errno {}", errno());
+    fd
+}
+
+/// Writes `data` to the `AFX_FUZZ_LAST_INPUT` file, if any.
+fn record_input(m: &Mem, data: &[u8]) {
+    if m.last_input < 0 {
+        return;
+    }
+    // SAFETY: an fd the fixture owns; `data` is readable.
+    unsafe {
+        let n = libc::pwrite(m.last_input, data.as_ptr().cast(), data.len(), 0);
+        assert!(n == data.len() as isize, "pwrite of the input: {n}");
+        assert_eq!(libc::ftruncate(m.last_input, data.len() as libc::off_t), 0);
+    }
+}
+
 fn mem() -> &'static Mem {
     static MEM: OnceLock<Mem> = OnceLock::new();
     MEM.get_or_init(|| {
@@ -133,6 +187,7 @@ fn mem() -> &'static Mem {
             ro: map(libc::PROT_READ),
             none: map(libc::PROT_NONE),
             backend,
+            last_input: open_last_input(),
             fds: open_fds(),
         }
     })
@@ -169,6 +224,21 @@ macro_rules! check {
     ($ok:expr, $($fmt:tt)*) => {
         if !$ok {
             panic!("undocumented result: {}", format!($($fmt)*));
+        }
+    };
+}
+
+/// Whether `AFX_FUZZ_TRACE` is set: the vector-wait ops then print each
+/// call and its result to stderr (for replaying an input by hand).
+fn tracing() -> bool {
+    static TRACE: OnceLock<bool> = OnceLock::new();
+    *TRACE.get_or_init(|| std::env::var_os("AFX_FUZZ_TRACE").is_some())
+}
+
+macro_rules! trace {
+    ($($fmt:tt)*) => {
+        if tracing() {
+            eprintln!($($fmt)*);
         }
     };
 }
@@ -219,13 +289,140 @@ fn readable(fd: c_int) -> bool {
     n == 1 && p.revents & libc::POLLIN != 0
 }
 
+/// Whether `fd` becomes readable within `ms` milliseconds.
+fn readable_within(fd: c_int, ms: u64) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(ms);
+    loop {
+        if readable(fd) {
+            return true;
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd. EINTR (libFuzzer's SIGALRM) and
+        // readiness are both looked at again by the loop.
+        unsafe { libc::poll(&mut p, 1, left.as_millis().max(1) as c_int) };
+    }
+}
+
 /// A live `afx_t` and what the model knows about it.
 struct Handle {
     f: *mut afx_t,
     word: *const AtomicU32,
     fd: c_int,
-    /// A wait is armed and not yet acknowledged or cancelled.
-    armed: bool,
+    /// The wait armed and not yet acknowledged or cancelled, if any.
+    armed: Option<Armed>,
+}
+
+/// What a handle's armed wait is.
+enum Armed {
+    /// `afx_wait_async` on the handle's word (acknowledged as entry 0).
+    Word,
+    /// `afx_waitv_async`.
+    Vector(ArmedVector),
+}
+
+/// What the model knows about an armed vector wait.
+struct ArmedVector {
+    /// Entries (1..=AFX_WAITV_MAX).
+    kinds: Vec<Kind>,
+    /// Some entry names an unreadable word: the wait may fail with EFAULT
+    /// (and must complete).
+    unreadable: bool,
+    /// (word, expected) of entries whose word has differed from `expected`
+    /// at every moment since the arm: the wait must complete, whenever the
+    /// backend gets to read the words.
+    stale: Vec<(Kind, u32)>,
+}
+
+impl ArmedVector {
+    /// The wait completes without anybody waking a word.
+    fn must_complete(&self) -> bool {
+        self.unreadable || !self.stale.is_empty()
+    }
+}
+
+/// What an entry of a fuzzed vector names.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    /// Word `i` of the read-write page (only `store` changes it).
+    Rw(usize),
+    /// A word of the read-only page (always 0).
+    Ro,
+    /// Aligned but unreadable: `PROT_NONE`, or never mappable. The kernel
+    /// says EFAULT.
+    Unreadable,
+    /// NULL or misaligned: the vector is malformed (EINVAL).
+    Invalid,
+}
+
+impl Kind {
+    fn readable(self) -> bool {
+        matches!(self, Kind::Rw(_) | Kind::Ro)
+    }
+}
+
+/// A vector built from the input, and what the model knows about it.
+struct Vector {
+    entries: Vec<afx_wait_entry>,
+    kinds: Vec<Kind>,
+    /// Pass NULL instead of `entries` (with `n = entries.len()`).
+    null: bool,
+}
+
+impl Vector {
+    fn n(&self) -> u32 {
+        self.entries.len() as u32
+    }
+    fn ptr(&self) -> *const afx_wait_entry {
+        if self.null {
+            std::ptr::null()
+        } else {
+            self.entries.as_ptr()
+        }
+    }
+    /// `-EINVAL` is documented exactly for these: NULL entries, n == 0,
+    /// n > AFX_WAITV_MAX, a NULL or misaligned address, unknown flags.
+    fn malformed(&self) -> bool {
+        self.null
+            || self.entries.is_empty()
+            || self.entries.len() > AFX_WAITV_MAX as usize
+            || self.kinds.contains(&Kind::Invalid)
+            || self.entries.iter().any(|e| e.flags & !AFX_PRIVATE != 0)
+    }
+    fn unreadable(&self) -> bool {
+        self.kinds.contains(&Kind::Unreadable)
+    }
+    /// The value of entry `k`'s word now (readable entries only).
+    fn current(&self, k: usize) -> u32 {
+        // SAFETY: a readable word of the fixture.
+        unsafe { (*self.entries[k].addr.cast::<AtomicU32>()).load(Ordering::SeqCst) }
+    }
+    /// Readable entries whose word does not hold its expected value now.
+    fn differing(&self) -> Vec<usize> {
+        (0..self.entries.len())
+            .filter(|&k| self.kinds[k].readable() && self.current(k) != self.entries[k].expected)
+            .collect()
+    }
+    /// The index `r` (>= 0) names an entry of the vector that the kernel
+    /// could have reported: in range and a readable word.
+    fn index_ok(&self, r: i64) -> bool {
+        r >= 0 && (r as usize) < self.entries.len() && self.kinds[r as usize].readable()
+    }
+}
+
+/// Which acknowledgement call to make.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum AckHow {
+    Ack,
+    IndexNull,
+    Index,
 }
 
 /// A live primitive handle on state `state`.
@@ -300,7 +497,19 @@ impl World<'_> {
     }
 
     fn step(&mut self, inp: &mut Input) {
-        match inp.below(40) {
+        let op = inp.u8();
+        if op >= 240 {
+            // The vector waits. Below 240, op % 40 decodes as it did before
+            // they existed (the older seeds keep their meaning).
+            match op - 240 {
+                0..=3 => self.waitv(inp),
+                4..=8 => self.waitv_async(inp),
+                9..=11 => self.ack_index(inp),
+                _ => self.settle(inp),
+            }
+            return;
+        }
+        match op % 40 {
             0..=2 => self.afx_new(inp),
             3 => self.free(inp),
             4 | 5 => self.wake(inp),
@@ -398,7 +607,7 @@ impl World<'_> {
                     f,
                     word: addr.cast(),
                     fd,
-                    armed: false,
+                    armed: None,
                 });
             }
         }
@@ -485,7 +694,7 @@ impl World<'_> {
         // SAFETY: mapped word.
         let current = unsafe { (*h.word).load(Ordering::SeqCst) };
         let expected = Self::value(inp, current);
-        let was_armed = h.armed;
+        let was_armed = h.armed.is_some();
         // SAFETY: live handle.
         let r = unsafe { afx_wait_async(h.f, expected) };
         if was_armed {
@@ -498,7 +707,7 @@ impl World<'_> {
         );
         if r == 0 {
             let fd = h.fd;
-            self.afx[i].as_mut().expect("live").armed = true;
+            self.afx[i].as_mut().expect("live").armed = Some(Armed::Word);
             if expected != current {
                 // Stale: the eventfd is readable at once, and ack says so.
                 check!(readable(fd), "stale arm: eventfd not readable");
@@ -507,34 +716,87 @@ impl World<'_> {
     }
 
     fn ack(&mut self, inp: &mut Input) {
-        let (i, h) = Self::pick(&self.afx, inp);
-        let Some(h) = h else {
-            // SAFETY: NULL.
-            let r = unsafe { afx_ack(null_mut()) };
-            check!(r == -libc::EINVAL, "afx_ack(NULL) = {r}");
+        let (i, _) = Self::pick(&self.afx, inp);
+        self.ack_checked(i, AckHow::Ack);
+    }
+
+    /// Acknowledges handle slot `i` (NULL if it is `HANDLES` or empty) with
+    /// `afx_ack` or `afx_ack_index`, and checks the result against the
+    /// model: 0 with nothing armed; 1, 0 (pending), EFAULT or a backend
+    /// error when armed (EFAULT for a vector only if it names an unreadable
+    /// word); 1 whenever the eventfd was readable; on 1, the index names an
+    /// entry of the armed wait (0 after `afx_wait_async`, a readable word of
+    /// the vector after `afx_waitv_async`); otherwise `*index` untouched.
+    fn ack_checked(&mut self, i: usize, how: AckHow) {
+        const UNTOUCHED: u32 = 0xdead_beef;
+        let mut index = UNTOUCHED;
+        let what = match how {
+            AckHow::Ack => "afx_ack",
+            AckHow::IndexNull => "afx_ack_index(f, NULL)",
+            AckHow::Index => "afx_ack_index(f, &index)",
+        };
+        let call = |f: *mut afx_t, index: &mut u32| {
+            // SAFETY: f is NULL or live; index is writable.
+            unsafe {
+                match how {
+                    AckHow::Ack => afx_ack(f),
+                    AckHow::IndexNull => afx_ack_index(f, null_mut()),
+                    AckHow::Index => afx_ack_index(f, index),
+                }
+            }
+        };
+        let Some(h) = self.afx.get(i).and_then(Option::as_ref) else {
+            let r = call(null_mut(), &mut index);
+            check!(r == -libc::EINVAL, "{what} on NULL = {r}");
+            check!(index == UNTOUCHED, "{what} on NULL wrote *index");
             return;
         };
         let ready = readable(h.fd);
-        // SAFETY: live handle.
-        let r = unsafe { afx_ack(h.f) };
-        let armed = h.armed;
+        let r = call(h.f, &mut index);
         let fd = h.fd;
-        if !armed {
-            check!(r == 0, "afx_ack with nothing armed = {r}");
+        trace!("{what} slot {i}: {r}, index {index:#x}, ready {ready}");
+        let Some(armed) = &h.armed else {
+            check!(r == 0, "{what} with nothing armed = {r}");
             check!(!ready, "eventfd readable with nothing armed");
+            check!(index == UNTOUCHED, "{what} = 0 wrote *index");
             return;
+        };
+        match armed {
+            Armed::Word => check!(
+                r == 0 || r == 1 || r == -libc::EFAULT || in_set(r, BACKEND_ERRS),
+                "{what} = {r}"
+            ),
+            Armed::Vector(v) => {
+                check!(
+                    r == 0
+                        || r == 1
+                        || (r == -libc::EFAULT && v.unreadable)
+                        || in_set(r, BACKEND_ERRS),
+                    "{what} of a vector wait = {r} (kinds {:?})",
+                    v.kinds
+                );
+            }
         }
-        check!(
-            r == 0 || r == 1 || r == -libc::EFAULT || in_set(r, BACKEND_ERRS),
-            "afx_ack = {r}"
-        );
         if ready {
             // S5: readiness means the armed wait completed.
-            check!(r != 0, "eventfd was readable but afx_ack = 0 (pending)");
+            check!(r != 0, "eventfd was readable but {what} = 0 (pending)");
+        }
+        if r == 1 && how == AckHow::Index {
+            match armed {
+                Armed::Word => check!(index == 0, "{what} after afx_wait_async: index {index}"),
+                Armed::Vector(v) => check!(
+                    (index as usize) < v.kinds.len() && v.kinds[index as usize].readable(),
+                    "{what} = 1, index {index} of {} entries (kinds {:?})",
+                    v.kinds.len(),
+                    v.kinds
+                ),
+            }
+        } else {
+            check!(index == UNTOUCHED, "{what} = {r} wrote *index = {index}");
         }
         if r != 0 {
-            self.afx[i].as_mut().expect("live").armed = false;
-            check!(!readable(fd), "afx_ack = {r} left the eventfd readable");
+            self.afx[i].as_mut().expect("live").armed = None;
+            check!(!readable(fd), "{what} = {r} left the eventfd readable");
         }
     }
 
@@ -548,7 +810,7 @@ impl World<'_> {
             Some(h) => {
                 check!(r == 0, "afx_cancel = {r}");
                 check!(!readable(h.fd), "afx_cancel left the eventfd readable");
-                self.afx[i].as_mut().expect("live").armed = false;
+                self.afx[i].as_mut().expect("live").armed = None;
             }
         }
     }
@@ -571,6 +833,15 @@ impl World<'_> {
         let w = unsafe { &*self.word(i) };
         let v = Self::value(inp, w.load(Ordering::SeqCst).wrapping_add(1));
         w.store(v, Ordering::SeqCst);
+        trace!("store word {i} = {v}");
+        // An armed vector wait may now read `v`: an entry on this word
+        // expecting `v` no longer makes it complete.
+        for h in self.afx.iter_mut().flatten() {
+            if let Some(Armed::Vector(a)) = &mut h.armed {
+                a.stale
+                    .retain(|&(kind, e)| !(kind == Kind::Rw(i) && e == v));
+            }
+        }
     }
 
     /// A peer that does not link the library wakes a word with futex(2).
@@ -618,6 +889,264 @@ impl World<'_> {
                 check!(r == want, "afx_select_backend({kind}) = {r}, want {want}");
             }
         }
+    }
+
+    // -- vector waits -------------------------------------------------------
+
+    /// One entry: a fixture word (read-write or read-only page), a
+    /// misaligned, NULL, `PROT_NONE` or never-mappable address; valid or
+    /// unknown flags; the word's value, one off, or anything.
+    fn entry(&self, inp: &mut Input) -> (afx_wait_entry, Kind) {
+        let i = inp.below(WORDS);
+        // SAFETY (all): addresses are only computed here; the kernel (or
+        // the library's checks) decide what happens to them.
+        let (addr, kind): (*mut u32, Kind) = match inp.below(12) {
+            0..=5 => (self.word(i) as *mut u32, Kind::Rw(i)),
+            6 => (unsafe { self.m.ro.add(4 * i) }.cast(), Kind::Ro),
+            7 => (
+                unsafe { self.m.rw.add(4 * i + 1 + inp.below(3)) }.cast(),
+                Kind::Invalid,
+            ),
+            8 => (null_mut(), Kind::Invalid),
+            9 => (unsafe { self.m.none.add(4 * i) }.cast(), Kind::Unreadable),
+            10 => {
+                // Never mappable: below mmap_min_addr, non-canonical,
+                // kernel half.
+                let addrs = [0x1000usize, 0x10, 0x0000_8000_0000_0000, !0xfff];
+                (addrs[inp.below(addrs.len())] as *mut u32, Kind::Unreadable)
+            }
+            _ => (unsafe { self.m.ro.add(4 * i + 2) }.cast(), Kind::Invalid),
+        };
+        let flags = match inp.below(8) {
+            0..=3 => 0,
+            4..=6 => AFX_PRIVATE,
+            _ => inp.u32(),
+        };
+        let current = match kind {
+            // SAFETY: readable words of the fixture.
+            Kind::Rw(_) | Kind::Ro => unsafe { (*addr.cast::<AtomicU32>()).load(Ordering::SeqCst) },
+            _ => 0,
+        };
+        let expected = Self::value(inp, current);
+        (
+            afx_wait_entry {
+                addr,
+                expected,
+                flags,
+            },
+            kind,
+        )
+    }
+
+    /// A vector of 0..=130 entries: each from the input, all quiet words
+    /// (holding their values, shared or private keys) or one entry
+    /// repeated, then a few entries replaced (often the last one: entry
+    /// 127 is where the thread backend splits a 128-entry wait over two
+    /// helpers).
+    fn vector(&self, inp: &mut Input) -> Vector {
+        let n = match inp.below(10) {
+            0 => 0,
+            1 | 2 => 1,
+            3 | 4 => 2 + inp.below(7),
+            5 => 127,
+            6 => 128,
+            7 => 129,
+            8 => 130,
+            _ => inp.below(AFX_WAITV_MAX as usize + 3),
+        };
+        let mut entries = Vec::with_capacity(n);
+        let mut kinds = Vec::with_capacity(n);
+        match inp.below(4) {
+            0 => {
+                for _ in 0..n {
+                    let (e, k) = self.entry(inp);
+                    entries.push(e);
+                    kinds.push(k);
+                }
+            }
+            fill @ (1 | 2) => {
+                let start = inp.below(WORDS);
+                for k in 0..n {
+                    let i = (start + k) % WORDS;
+                    let addr = self.word(i) as *mut u32;
+                    // SAFETY: a fixture word.
+                    let expected = unsafe { (*addr.cast::<AtomicU32>()).load(Ordering::SeqCst) };
+                    let flags = if fill == 2 { AFX_PRIVATE } else { 0 };
+                    entries.push(afx_wait_entry {
+                        addr,
+                        expected,
+                        flags,
+                    });
+                    kinds.push(Kind::Rw(i));
+                }
+            }
+            _ => {
+                let (e, k) = self.entry(inp);
+                entries.resize(n, e);
+                kinds.resize(n, k);
+            }
+        }
+        if n > 0 {
+            for _ in 0..inp.below(4) {
+                let at = match inp.below(3) {
+                    0 => n - 1,
+                    _ => inp.below(n),
+                };
+                let (e, k) = self.entry(inp);
+                entries[at] = e;
+                kinds[at] = k;
+            }
+        }
+        Vector {
+            entries,
+            kinds,
+            null: inp.below(16) == 0,
+        }
+    }
+
+    /// `afx_waitv`: -EINVAL exactly for a malformed vector; else an index
+    /// of a readable entry, -EFAULT only with an unreadable entry,
+    /// -ETIMEDOUT / -EINTR only when the call may sleep (every readable
+    /// word holds its value, none unreadable). Sleeps at most 200 µs, or
+    /// forever only when a word is known to differ (the kernel checks
+    /// every word before it sleeps).
+    fn waitv(&mut self, inp: &mut Input) {
+        let v = self.vector(inp);
+        let differing = v.differing();
+        let mut t = Self::timeout(inp);
+        if !differing.is_empty() && inp.below(2) == 0 {
+            t = -1 - inp.below(3) as i64;
+        }
+        let n = v.n();
+        // SAFETY: NULL or n entries; every word named is a fixture word
+        // (mapped for ever) or an address the kernel refuses with EFAULT.
+        let r = unsafe { afx_waitv(v.ptr(), n, t) };
+        trace!(
+            "afx_waitv(n {n}, {t}) = {r} (null {}, kinds {:?}, differing {differing:?})",
+            v.null,
+            v.kinds
+        );
+        let what = || {
+            format!(
+                "afx_waitv(n {n}, {t}) = {r} (null {}, kinds {:?}, differing {differing:?})",
+                v.null, v.kinds
+            )
+        };
+        if v.malformed() {
+            check!(r == -libc::EINVAL, "{}: want EINVAL", what());
+            return;
+        }
+        let unavailable = in_set(r, &[libc::ENOSYS, libc::EPERM]);
+        if v.unreadable() {
+            check!(
+                r == -libc::EFAULT || v.index_ok(r as i64) || unavailable,
+                "{}",
+                what()
+            );
+        } else if !differing.is_empty() {
+            // No sleep: the kernel stops at the first differing word (or
+            // reports a word woken before it got there).
+            check!(
+                v.index_ok(r as i64) && r as usize <= differing[0] || unavailable,
+                "{}",
+                what()
+            );
+        } else {
+            check!(
+                v.index_ok(r as i64) || in_set(r, &[libc::ETIMEDOUT, libc::EINTR]) || unavailable,
+                "{}",
+                what()
+            );
+        }
+    }
+
+    /// `afx_waitv_async` on a live handle or NULL: -EINVAL for NULL or a
+    /// malformed vector (armed or not: "otherwise as afx_wait_async");
+    /// -EBUSY when armed; else 0 or a backend error.
+    fn waitv_async(&mut self, inp: &mut Input) {
+        let (i, h) = Self::pick(&self.afx, inp);
+        let f = h.map_or(null_mut(), |h| h.f);
+        let was_armed = h.is_some_and(|h| h.armed.is_some());
+        let v = self.vector(inp);
+        let n = v.n();
+        // SAFETY: f NULL or live; entries NULL or n entries, naming fixture
+        // words (mapped for ever) or addresses the kernel refuses.
+        let r = unsafe { afx_waitv_async(f, v.ptr(), n) };
+        trace!(
+            "afx_waitv_async(slot {i}, n {n}) = {r} (null {}, armed {was_armed}, kinds {:?}, differing {:?})",
+            v.null,
+            v.kinds,
+            v.differing()
+        );
+        let what = || {
+            format!(
+                "afx_waitv_async(n {n}) = {r} (null {}, armed {was_armed}, kinds {:?})",
+                v.null, v.kinds
+            )
+        };
+        if f.is_null() {
+            check!(r == -libc::EINVAL, "{} on NULL", what());
+            return;
+        }
+        if v.malformed() {
+            check!(r == -libc::EINVAL, "{}: want EINVAL", what());
+            return;
+        }
+        if was_armed {
+            check!(r == -libc::EBUSY, "{}: want EBUSY", what());
+            return;
+        }
+        check!(r == 0 || in_set(r, BACKEND_ERRS), "{}", what());
+        if r == 0 {
+            // Copied: the harness's vector may go now.
+            let stale = v
+                .differing()
+                .into_iter()
+                .map(|k| (v.kinds[k], v.entries[k].expected))
+                .collect();
+            self.afx[i].as_mut().expect("live").armed = Some(Armed::Vector(ArmedVector {
+                unreadable: v.unreadable(),
+                kinds: v.kinds,
+                stale,
+            }));
+        }
+    }
+
+    fn ack_index(&mut self, inp: &mut Input) {
+        let (i, _) = Self::pick(&self.afx, inp);
+        let how = match inp.below(4) {
+            0 => AckHow::Ack,
+            1 => AckHow::IndexNull,
+            _ => AckHow::Index,
+        };
+        self.ack_checked(i, how);
+    }
+
+    /// Waits (up to 5 s) for an armed vector wait the model knows must
+    /// complete (a word has differed since the arm, or one is unreadable):
+    /// its eventfd must become readable. Then acknowledges it (any armed
+    /// wait), which must then report completion.
+    fn settle(&mut self, inp: &mut Input) {
+        let (i, h) = Self::pick(&self.afx, inp);
+        let how = match inp.below(3) {
+            0 => AckHow::Ack,
+            1 => AckHow::IndexNull,
+            _ => AckHow::Index,
+        };
+        if let Some(h) = h {
+            if let Some(Armed::Vector(a)) = &h.armed {
+                if a.must_complete() {
+                    check!(
+                        readable_within(h.fd, 5000),
+                        "armed vector wait did not complete in 5 s (unreadable {}, stale {:?}, kinds {:?})",
+                        a.unreadable,
+                        a.stale,
+                        a.kinds
+                    );
+                }
+            }
+        }
+        self.ack_checked(i, how);
     }
 
     // -- primitives ---------------------------------------------------------
@@ -1236,6 +1765,7 @@ const MAX_STEPS: usize = 512;
 
 fuzz_target!(|data: &[u8]| {
     let m = mem();
+    record_input(m, data);
     let mut w = World {
         m,
         afx: (0..HANDLES).map(|_| None).collect(),
