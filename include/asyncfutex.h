@@ -710,11 +710,14 @@ int afx_chan_cancel(afx_chan_t *c);
 // `futex_waitv(2)` is not available (Linux before 5.16, a seccomp profile
 // that predates it).
 //
+// The library never reads the words itself (only the kernel does, with
+// fault-safe accesses): an unmapped or unreadable word gives `-EFAULT`,
+// never a crash.
+//
 // Thread safety: any thread, any number at once.
 //
 // # Safety
-// `entries` is NULL or points to `n` entries; every word they name stays
-// mapped for the whole call.
+// `entries` is NULL or points to `n` entries.
 int afx_waitv(const afx_wait_entry *entries, uint32_t n, int64_t timeout_ns);
 
 // Arms one async wait on a vector of words, announced on `f`'s eventfd:
@@ -723,10 +726,11 @@ int afx_waitv(const afx_wait_entry *entries, uint32_t n, int64_t timeout_ns);
 // (or `afx_ack`) acknowledges it, `afx_cancel` and `afx_free` cancel it.
 // `f`'s own word takes part only if it is in the vector.
 //
-// The vector is copied: reuse or free it on return. The words must stay
-// mapped until the wait is acknowledged, cancelled, or `f` is freed. They
-// are not read here: the kernel checks them, so an unmapped word makes
-// the wait fail, reported by the ack (`-EFAULT`).
+// The vector is copied: reuse or free it on return. Keep the words mapped
+// until the wait is acknowledged, cancelled, or `f` is freed. The library
+// never reads them itself (only the kernel does, with fault-safe
+// accesses), so an unmapped or unreadable word makes the wait fail,
+// reported by the ack (`-EFAULT`), never a crash.
 //
 // Returns 0 when armed; `-EINVAL` for a NULL handle or a bad vector (as
 // for `afx_waitv`); otherwise as `afx_wait_async` (`-EBUSY` if a wait is
@@ -741,7 +745,7 @@ int afx_waitv(const afx_wait_entry *entries, uint32_t n, int64_t timeout_ns);
 //
 // # Safety
 // `f` is NULL or a live handle; `entries` is NULL or points to `n`
-// entries whose words stay mapped as said above.
+// entries.
 int afx_waitv_async(afx_t *f, const afx_wait_entry *entries, uint32_t n);
 
 // Acknowledges the armed wait, as `afx_ack`, and tells which entry

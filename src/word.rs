@@ -23,6 +23,10 @@ const CLOSING: u32 = 1 << 31;
 pub(crate) struct Word {
     addr: *const AtomicU32,
     private: bool,
+    /// Whether the word is known to be mapped and readable while the
+    /// `Word` lives (a handle's word). A C vector's raw words are not:
+    /// they are only ever read through the kernel ([`holds`](Self::holds)).
+    checked: bool,
     /// Kernel waits queued on this word by this process (low 31 bits), plus
     /// [`CLOSING`].
     outstanding: AtomicU32,
@@ -55,6 +59,7 @@ impl Word {
         Word {
             addr,
             private,
+            checked: true,
             outstanding: AtomicU32::new(0),
             generation: AtomicU32::new(fork_generation()),
             resetting: ForkSafeMutex::new(()),
@@ -62,7 +67,44 @@ impl Word {
         }
     }
 
+    /// A word of a C vector wait: aligned, but nobody vouches that it is
+    /// mapped. It is never read in user space ([`holds`](Self::holds)
+    /// asks the kernel), so an unmapped one fails the wait with `EFAULT`
+    /// instead of crashing the process.
+    ///
+    /// # Safety
+    /// `addr` must be non-NULL and aligned.
+    pub(crate) unsafe fn unchecked(addr: *const AtomicU32, private: bool) -> Word {
+        // SAFETY: aligned and non-NULL; `checked: false` keeps the library
+        // from dereferencing it (`atomic`, `load` are not used on it).
+        let mut word = unsafe { Word::new(addr, private, None) };
+        word.checked = false;
+        word
+    }
+
+    /// Whether the word holds `expected` now: a plain load for a word a
+    /// handle vouches for, else asked of the kernel.
+    ///
+    /// # Errors
+    /// `EFAULT` for an unchecked word that is not mapped or not readable.
+    pub(crate) fn holds(&self, expected: u32) -> std::io::Result<bool> {
+        if self.checked {
+            Ok(self.load() == expected)
+        } else {
+            futex::holds(self.addr, expected, self.private)
+        }
+    }
+
+    /// Whether reading the word in user space is safe ([`holds`] is then
+    /// a plain load, no syscall).
+    ///
+    /// [`holds`]: Self::holds
+    pub(crate) fn is_checked(&self) -> bool {
+        self.checked
+    }
+
     pub(crate) fn atomic(&self) -> &AtomicU32 {
+        debug_assert!(self.checked, "a C vector's raw word read in user space");
         // SAFETY: guaranteed valid and aligned by `Word::new`'s contract.
         unsafe { &*self.addr }
     }

@@ -72,11 +72,14 @@ fn is_private(e: &afx_wait_entry) -> bool {
 /// `futex_waitv(2)` is not available (Linux before 5.16, a seccomp profile
 /// that predates it).
 ///
+/// The library never reads the words itself (only the kernel does, with
+/// fault-safe accesses): an unmapped or unreadable word gives `-EFAULT`,
+/// never a crash.
+///
 /// Thread safety: any thread, any number at once.
 ///
 /// # Safety
-/// `entries` is NULL or points to `n` entries; every word they name stays
-/// mapped for the whole call.
+/// `entries` is NULL or points to `n` entries.
 #[no_mangle]
 pub unsafe extern "C" fn afx_waitv(
     entries: *const afx_wait_entry,
@@ -99,17 +102,19 @@ pub unsafe extern "C" fn afx_waitv(
             t if t > 0 => Some(sys_futex::deadline_after(Duration::from_nanos(t as u64))),
             _ => None,
         };
-        // SAFETY: the caller keeps every word mapped for the call.
+        // SAFETY: `vector` is a live array; the kernel reads the words with
+        // fault-safe accesses (an unmapped one is EFAULT).
         match unsafe { sys_futex::waitv_until(&vector, deadline.as_ref()) } {
             Ok(k) => k as c_int,
             Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
-                // The kernel read the words up to the one that differed:
-                // look for it in the same order.
+                // Look for the word that differed, in the kernel's order,
+                // through the kernel (a word may be unmapped by now: never
+                // read in user space).
                 let changed = entries.iter().position(|e| {
-                    // SAFETY: mapped for the call (the caller's contract);
-                    // an atomic read, as for any futex word.
-                    let word = unsafe { &*e.addr.cast::<AtomicU32>() };
-                    word.load(std::sync::atomic::Ordering::SeqCst) != e.expected
+                    !matches!(
+                        sys_futex::holds(e.addr.cast::<AtomicU32>(), e.expected, is_private(e)),
+                        Ok(true)
+                    )
                 });
                 changed.unwrap_or(0) as c_int
             }
@@ -124,10 +129,11 @@ pub unsafe extern "C" fn afx_waitv(
 /// (or `afx_ack`) acknowledges it, `afx_cancel` and `afx_free` cancel it.
 /// `f`'s own word takes part only if it is in the vector.
 ///
-/// The vector is copied: reuse or free it on return. The words must stay
-/// mapped until the wait is acknowledged, cancelled, or `f` is freed. They
-/// are not read here: the kernel checks them, so an unmapped word makes
-/// the wait fail, reported by the ack (`-EFAULT`).
+/// The vector is copied: reuse or free it on return. Keep the words mapped
+/// until the wait is acknowledged, cancelled, or `f` is freed. The library
+/// never reads them itself (only the kernel does, with fault-safe
+/// accesses), so an unmapped or unreadable word makes the wait fail,
+/// reported by the ack (`-EFAULT`), never a crash.
 ///
 /// Returns 0 when armed; `-EINVAL` for a NULL handle or a bad vector (as
 /// for `afx_waitv`); otherwise as `afx_wait_async` (`-EBUSY` if a wait is
@@ -142,7 +148,7 @@ pub unsafe extern "C" fn afx_waitv(
 ///
 /// # Safety
 /// `f` is NULL or a live handle; `entries` is NULL or points to `n`
-/// entries whose words stay mapped as said above.
+/// entries.
 #[no_mangle]
 pub unsafe extern "C" fn afx_waitv_async(
     f: *mut afx_t,
@@ -162,10 +168,9 @@ pub unsafe extern "C" fn afx_waitv_async(
         let words = entries
             .iter()
             .map(|e| {
-                // SAFETY: non-NULL and aligned (checked); the caller keeps
-                // it mapped until the wait is over, and the waiter is the
-                // only user of this `Word`.
-                let word = unsafe { Word::new(e.addr.cast::<AtomicU32>(), is_private(e), None) };
+                // SAFETY: non-NULL and aligned (checked); an unchecked word
+                // is only ever read through the kernel.
+                let word = unsafe { Word::unchecked(e.addr.cast::<AtomicU32>(), is_private(e)) };
                 (Arc::new(word), e.expected)
             })
             .collect();

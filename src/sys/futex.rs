@@ -155,6 +155,31 @@ pub(crate) fn check_readable(word: *const AtomicU32, private: bool) -> io::Resul
     }
 }
 
+/// Whether the word holds `expected`, read by the kernel with a fault-safe
+/// user access (`FUTEX_CMP_REQUEUE` with no wakes and no requeues, and
+/// `expected` as the value to compare): for words nobody vouched are
+/// mapped. `EFAULT` for an unmapped or unreadable word.
+pub(crate) fn holds(word: *const AtomicU32, expected: u32, private: bool) -> io::Result<bool> {
+    // SAFETY: as in `check_readable`: the kernel reads the word safely, and
+    // with nr_wake = 0 and nr_requeue = 0 no waiter is touched.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word,
+            op(libc::FUTEX_CMP_REQUEUE, private),
+            0 as libc::c_int,
+            0 as libc::c_long,
+            word,
+            expected,
+        )
+    };
+    match cvt(ret) {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// One entry of a `futex_waitv(2)` vector (`struct futex_waitv`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]

@@ -79,11 +79,11 @@ impl Vector {
     }
 
     /// The first entry in `range` whose word does not hold its expected
-    /// value now.
+    /// value now, or cannot be read (see [`Word::holds`]).
     pub(crate) fn first_changed(&self, range: std::ops::Range<usize>) -> Option<usize> {
         range
             .into_iter()
-            .find(|&k| self.word(k).load() != self.expected(k))
+            .find(|&k| !matches!(self.word(k).holds(self.expected(k)), Ok(true)))
     }
 
     /// Takes the right to finish the wait; `false` if taken already.

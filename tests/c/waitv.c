@@ -153,6 +153,32 @@ static void unmapped_word(afx_t *h, int ep)
     }
 }
 
+/* Two vector waits side by side (on the thread backend: on the same helper
+ * thread): one with a stale word, one naming a private-key PROT_NONE word.
+ * The first completes with its index, the second fails with -EFAULT; the
+ * library must never read the unreadable word itself (found by the fuzzer:
+ * the helper scanned every wait after the other's mismatch and crashed). */
+static void unreadable_beside_stale(afx_t *h, int ep)
+{
+    uint32_t *none = mmap(NULL, 4096, PROT_NONE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    CHECK(none != MAP_FAILED);
+    afx_t *g = afx_new(&words[513], 0);
+    CHECK_NOT_NULL(g);
+    for (int round = 0; round < t_scale(200); round++) {
+        afx_wait_entry bad[2] = {{.addr = &words[6], .expected = 0, .flags = 0},
+                                 {.addr = none, .expected = 0, .flags = AFX_PRIVATE}};
+        CHECK_EQ(afx_waitv_async(g, bad, 2), 0);
+        afx_wait_entry stale[2] = {{.addr = &words[7], .expected = 0, .flags = 0},
+                                   {.addr = &words[1], .expected = 9, .flags = 0}};
+        CHECK_EQ(afx_waitv_async(h, stale, 2), 0);
+        CHECK_EQ(ready_index(h, ep, "stale beside an unreadable word"), 1);
+        CHECK_READY(g, "the wait on an unreadable word");
+        CHECK_EQ(afx_ack_index(g, NULL), -EFAULT);
+    }
+    afx_free(g);
+    munmap(none, 4096);
+}
+
 /* A vector wait and a plain waiter in a child, both on word k; the vector
  * wait queued first. One wake(1): if the vector wait got it, cancelling it
  * must pass it on to the child. */
@@ -281,6 +307,7 @@ int main(void)
 
     async_each_index(h, ep);
     unmapped_word(h, ep);
+    unreadable_beside_stale(h, ep);
     unsigned forwarded = cancel_forwards(h);
     if (forwarded == 0)
         FAIL("the vector wait never got the wake first: forwarding untested");

@@ -112,10 +112,35 @@ impl Chunk {
         self.len() < self.waiter.len()
     }
 
-    fn first_changed(&self) -> Option<usize> {
+    /// The first entry whose word does not hold its value, with what
+    /// reading it gave: `Ok(k)` it differs, `Err((k, errno))` it cannot be
+    /// read (a C vector's raw word, see `Word::holds`).
+    fn first_changed(&self) -> Option<Result<usize, (usize, i32)>> {
+        self.entries.clone().find_map(|k| {
+            match self.waiter.word_at(k).holds(self.waiter.expected_at(k)) {
+                Ok(true) => None,
+                Ok(false) => Some(Ok(k)),
+                Err(e) => Some(Err((k, e.raw_os_error().unwrap_or(libc::EFAULT)))),
+            }
+        })
+    }
+
+    /// Whether the words can be compared without a syscall each (no raw
+    /// C vector words among them).
+    fn cheap_to_check(&self) -> bool {
         self.entries
             .clone()
-            .find(|&k| self.waiter.word_at(k).load() != self.waiter.expected_at(k))
+            .all(|k| self.waiter.word_at(k).is_checked())
+    }
+
+    /// Finishes the wait if a word of this chunk does not hold its value
+    /// (`Mismatch`) or cannot be read (`Failed`). Returns whether it did.
+    fn settle_changed(&self, pool: &WaitvPool) -> bool {
+        match self.first_changed() {
+            None => false,
+            Some(Ok(k)) => finish(pool, self, Outcome::Mismatch, 0, k),
+            Some(Err((k, errno))) => finish(pool, self, Outcome::Failed, errno, k),
+        }
     }
 
     /// The entry of this chunk on `word`, if any.
@@ -475,8 +500,9 @@ fn run(helper: &'static Helper, pool: &'static WaitvPool) {
         // SAFETY: every word stays mapped while its waiter is unfinished
         // (the handle's drop waits for that), and we hold the waiters.
         let result = unsafe { futex::waitv(&vector) };
+        let kicked = helper.control.load(Ordering::Acquire) & !SLEEPING != sleeping & !SLEEPING;
         helper.awake();
-        if settle(pool, result, &snapshot, &mut orphans) {
+        if settle(pool, result, kicked, &snapshot, &mut orphans) {
             let idle = {
                 let mut state = helper.lock();
                 state.remove(|c| c.waiter.is_claimed());
@@ -516,12 +542,16 @@ fn pass_on(pool: &WaitvPool, word: &Word, snapshot: &[Chunk]) {
     let _ = word.wake(1);
 }
 
-/// Finishes the waits that a `futex_waitv` return settles. Returns whether
-/// any was finished. Wakes consumed by a part of a wait that its other
-/// helper finished go to `orphans`, to be passed on.
+/// Finishes the waits that a `futex_waitv` return settles (`kicked`: the
+/// control word no longer holds the value the helper slept on). Returns
+/// whether any was finished. Wakes consumed by a part of a wait that its
+/// other helper finished go to `orphans`, to be passed on. Words are
+/// compared with `Word::holds`: a C vector's raw word may be unmapped, and
+/// is never read in user space.
 fn settle(
     pool: &WaitvPool,
     result: std::io::Result<usize>,
+    kicked: bool,
     snapshot: &[Chunk],
     orphans: &mut Vec<(Arc<Waiter>, usize)>,
 ) -> bool {
@@ -543,27 +573,35 @@ fn settle(
                         let k = c.entries.start + last_woken - first;
                         (k, c.entries.start..k + 1)
                     } else {
-                        let k = c.first_changed().unwrap_or(c.entries.end - 1);
-                        (k, c.entries.clone())
+                        let changed = match c.first_changed() {
+                            Some(Ok(k)) => Some(k),
+                            _ => None,
+                        };
+                        (changed.unwrap_or(c.entries.end - 1), c.entries.clone())
                     };
                     if finish(pool, c, Outcome::Woken, 0, index) {
                         finished = true;
                     } else {
                         orphans.extend(woken.map(|k| (Arc::clone(&c.waiter), k)));
                     }
-                } else if let Some(k) = c.first_changed() {
-                    // Not woken (the kernel reports the last woken index).
-                    finished |= finish(pool, c, Outcome::Mismatch, 0, k);
+                } else if c.cheap_to_check() {
+                    // Not woken (the kernel reports the last woken index);
+                    // a word that changed completes it now rather than on
+                    // the helper's next call (raw C words are left to that
+                    // call: a syscall each).
+                    finished |= c.settle_changed(pool);
                 }
                 first = end;
             }
         }
         Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+        // The control word changed (a kick): the kernel looked no
+        // further (it is the vector's first entry). The next call checks
+        // the other words again.
+        Err(e) if e.raw_os_error() == Some(libc::EAGAIN) && kicked => {}
         Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
             for c in snapshot {
-                if let Some(k) = c.first_changed() {
-                    finished |= finish(pool, c, Outcome::Mismatch, 0, k);
-                }
+                finished |= c.settle_changed(pool);
             }
         }
         Err(e) => {
