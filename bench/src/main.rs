@@ -518,30 +518,14 @@ fn main() -> ExitCode {
     let mut latency = Vec::new();
     if cfg.runs("pingpong") {
         for p in &placements {
-            let rounds = if p.name == "same_cpu" {
-                cfg.rounds_same
-            } else {
-                cfg.rounds_cross
-            };
-            // Several passes over all mechanisms, samples pooled per
-            // mechanism: slow drifts of machine load hit every mechanism
-            // alike instead of whichever ran at a bad moment.
-            let per_pass = rounds.div_ceil(cfg.passes);
-            let mut pooled: Vec<Result<pingpong::RunResult, String>> = Vec::new();
-            for pass in 0..cfg.passes {
-                for (i, mech) in Mech::all().into_iter().enumerate() {
-                    eprintln!(
-                        "pingpong {} {} (pass {}/{})",
-                        p.name,
-                        mech.id(),
-                        pass + 1,
-                        cfg.passes
-                    );
-                    let cpus = p.cpus;
-                    let r = sys::isolated(TIMEOUT, move || pingpong::measure(mech, cpus, per_pass));
-                    pool(&mut pooled, i, pass, r);
-                }
-            }
+            let pooled = pooled_passes(
+                &cfg,
+                p,
+                "pingpong",
+                Mech::all(),
+                Mech::id,
+                pingpong::measure,
+            );
             for (mech, r) in Mech::all().into_iter().zip(pooled) {
                 latency.push(latency_of(p.name, mech, r));
             }
@@ -554,27 +538,14 @@ fn main() -> ExitCode {
     let mut waitv_rows = Vec::new();
     if cfg.runs("waitv") {
         for p in &placements {
-            let rounds = if p.name == "same_cpu" {
-                cfg.rounds_same
-            } else {
-                cfg.rounds_cross
-            };
-            let per_pass = rounds.div_ceil(cfg.passes);
-            let mut pooled: Vec<Result<pingpong::RunResult, String>> = Vec::new();
-            for pass in 0..cfg.passes {
-                for (i, mech) in waitv::WMech::all().into_iter().enumerate() {
-                    eprintln!(
-                        "waitv {} {} (pass {}/{})",
-                        p.name,
-                        mech.id(),
-                        pass + 1,
-                        cfg.passes
-                    );
-                    let cpus = p.cpus;
-                    let r = sys::isolated(TIMEOUT, move || waitv::measure(mech, cpus, per_pass));
-                    pool(&mut pooled, i, pass, r);
-                }
-            }
+            let pooled = pooled_passes(
+                &cfg,
+                p,
+                "waitv",
+                waitv::WMech::all(),
+                waitv::WMech::id,
+                waitv::measure,
+            );
             for (mech, r) in waitv::WMech::all().into_iter().zip(pooled) {
                 waitv_rows.push(waitv_latency(p.name, mech, r));
             }
@@ -698,6 +669,42 @@ fn main() -> ExitCode {
 
 /// Pools pass `pass` of mechanism `i` into `pooled`: samples appended,
 /// context switches averaged over the passes, an error kept.
+/// Round trips of every mechanism in `mechs` at placement `p`, measured in
+/// several passes over all of them with the samples pooled per mechanism:
+/// slow drifts of machine load hit every mechanism alike instead of
+/// whichever ran at a bad moment. One result per mechanism, in order.
+fn pooled_passes<M: Copy + Send + 'static>(
+    cfg: &Config,
+    p: &Placement,
+    section: &str,
+    mechs: Vec<M>,
+    id: fn(M) -> String,
+    measure: fn(M, (usize, usize), u32) -> Result<pingpong::RunResult, String>,
+) -> Vec<Result<pingpong::RunResult, String>> {
+    let rounds = if p.name == "same_cpu" {
+        cfg.rounds_same
+    } else {
+        cfg.rounds_cross
+    };
+    let per_pass = rounds.div_ceil(cfg.passes);
+    let mut pooled = Vec::new();
+    for pass in 0..cfg.passes {
+        for (i, &mech) in mechs.iter().enumerate() {
+            eprintln!(
+                "{section} {} {} (pass {}/{})",
+                p.name,
+                id(mech),
+                pass + 1,
+                cfg.passes
+            );
+            let cpus = p.cpus;
+            let r = sys::isolated(TIMEOUT, move || measure(mech, cpus, per_pass));
+            pool(&mut pooled, i, pass, r);
+        }
+    }
+    pooled
+}
+
 fn pool(
     pooled: &mut Vec<Result<pingpong::RunResult, String>>,
     i: usize,

@@ -134,25 +134,7 @@ pub(crate) unsafe fn wait(
 /// `FUTEX_CMP_REQUEUE` with zero wakes and zero requeues. `Ok` means the word
 /// is mapped and readable; `EFAULT` means it is not.
 pub(crate) fn check_readable(word: *const AtomicU32, private: bool) -> io::Result<()> {
-    // SAFETY: the kernel reads the word with a fault-safe user access and
-    // returns EFAULT for an unmapped or unreadable address; with nr_wake = 0
-    // and nr_requeue = 0 no waiter is touched.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word,
-            op(libc::FUTEX_CMP_REQUEUE, private),
-            0 as libc::c_int,
-            0 as libc::c_long,
-            word,
-            0u32,
-        )
-    };
-    match cvt(ret) {
-        Ok(_) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => Ok(()),
-        Err(e) => Err(e),
-    }
+    holds(word, 0, private).map(drop)
 }
 
 /// Whether the word holds `expected`, read by the kernel with a fault-safe
