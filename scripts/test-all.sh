@@ -16,7 +16,10 @@ skips=()
 
 step() { echo; echo "==== $* ===="; }
 
-step "build (library, cdylib, tests, examples)"
+# At the repository root, cargo builds the workspace's default members
+# together: the crate (with its `capi` and `tokio` features, which capi/ and
+# demo/ enable), the C library (capi/) and the example program (demo/).
+step "build (library, C library, tests, examples)"
 cargo build --all-targets || exit 1
 cargo build --lib || exit 1
 
@@ -45,6 +48,17 @@ if AFX_BACKEND=io_uring cargo run -q --example probe >/dev/null 2>&1; then
     if ! AFX_BACKEND=io_uring AFX_URING_SUBMIT=thread cargo test --test async_semantics \
         --test cross_process --test c_api --test sync_primitives --test wait_any; then
         failures+=("cargo test, ring-thread mode (AFX_URING_SUBMIT=thread)")
+    fi
+fi
+
+# The crate as a Rust user gets it by default: without the `tokio` feature
+# (tasks' waits go through the ring thread, not the runtime's reactor) and
+# without the C ABI. `-p asyncfutex` alone builds it so.
+if AFX_BACKEND=io_uring cargo run -q --example probe >/dev/null 2>&1; then
+    step "without the tokio feature: cargo test -p asyncfutex, AFX_BACKEND=io_uring"
+    if ! AFX_BACKEND=io_uring cargo test -p asyncfutex --test async_semantics \
+        --test caller_submit --test cross_process --test sync_primitives --test wait_any; then
+        failures+=("cargo test -p asyncfutex (no tokio feature)")
     fi
 fi
 

@@ -12,6 +12,7 @@ use crate::process;
 use crate::sys::eventfd;
 use crate::wait_any::first_changed;
 use crate::waiter::{check_len, Sink, Waiter};
+#[cfg(feature = "capi")]
 use crate::word::Word;
 
 /// The armed wait of an [`EventFdFutex`].
@@ -50,6 +51,39 @@ enum Armed {
 /// reaches the parent's wait, eventfd or wake counts. The handle then works
 /// in the child as any other; poll the fd from an epoll set made in the
 /// child (one inherited from the parent is shared with it).
+///
+/// # Example
+/// Arm a wait, let an event loop wait for the eventfd (here `poll(2)`),
+/// then acknowledge and re-check the word.
+///
+/// ```
+/// use std::os::fd::AsRawFd;
+/// use std::sync::atomic::Ordering;
+/// use std::sync::Arc;
+/// use asyncfutex::{EventFdFutex, SharedMemory};
+///
+/// # fn main() -> std::io::Result<()> {
+/// let mem = Arc::new(SharedMemory::anonymous(4096)?);
+/// let waiter = EventFdFutex::new(mem.futex(0)?)?;
+/// waiter.arm(0)?; // complete when the word is woken or differs from 0
+///
+/// let peer = mem.futex(0)?; // normally another process
+/// peer.word().store(7, Ordering::Release);
+/// peer.wake(1)?;
+///
+/// let mut fds = [libc::pollfd { fd: waiter.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+/// loop {
+///     // SAFETY: one valid pollfd.
+///     let n = unsafe { libc::poll(fds.as_mut_ptr(), 1, 10_000) };
+///     if n > 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+///         break; // ready (or timed out: ack below says whether it completed)
+///     }
+/// }
+/// assert!(waiter.ack()?, "the armed wait completed");
+/// assert_eq!(waiter.futex().word().load(Ordering::Acquire), 7);
+/// # Ok(())
+/// # }
+/// ```
 pub struct EventFdFutex {
     futex: AsyncFutex,
     fd: OwnedFd,
@@ -164,6 +198,7 @@ impl EventFdFutex {
     /// [`arm_any`](Self::arm_any) on words the caller vouches for (the C
     /// API's raw vectors): the words are not read here (one that is not
     /// mapped fails the wait with `EFAULT`, reported by the ack).
+    #[cfg(feature = "capi")] // used by the C ABI only
     pub(crate) fn arm_words(&self, words: Vec<(Arc<Word>, u32)>) -> io::Result<()> {
         check_len(words.len())?;
         self.arm_with(

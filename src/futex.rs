@@ -49,6 +49,36 @@ pub enum WaitStatus {
 /// Dropping the handle waits until every async wait armed through it has
 /// left the kernel (a few microseconds when futures were dropped just
 /// before): after that the library never touches the word again.
+///
+/// # Example
+/// A consumer thread waits (blocking) for the word to leave 0; another
+/// thread publishes and wakes. Across processes it is the same code, with
+/// the [`SharedMemory`](crate::SharedMemory) mapped in each.
+///
+/// ```
+/// use std::sync::atomic::Ordering;
+/// use std::sync::Arc;
+/// use asyncfutex::{SharedMemory, WaitStatus};
+///
+/// # fn main() -> std::io::Result<()> {
+/// let mem = Arc::new(SharedMemory::anonymous(4096)?);
+/// let futex = mem.futex(0)?;
+/// let producer = {
+///     let futex = mem.futex(0)?; // a second handle on the same word
+///     std::thread::spawn(move || {
+///         futex.word().store(1, Ordering::Release); // publish, then wake
+///         futex.wake(1)
+///     })
+/// };
+/// while futex.word().load(Ordering::Acquire) == 0 {
+///     // Sleeps only while the word still holds 0; returns at once if not.
+///     let status = futex.wait(0, None)?;
+///     assert_ne!(status, WaitStatus::TimedOut);
+/// }
+/// producer.join().unwrap()?;
+/// # Ok(())
+/// # }
+/// ```
 pub struct AsyncFutex {
     word: Arc<Word>,
 }

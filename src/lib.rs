@@ -57,6 +57,16 @@
 //!   `futex_waitv(2)` (Linux 5.16+), probed at run time, overridable with
 //!   `AFX_BACKEND=io_uring|thread`.
 //!
+//! ## Features
+//! - `tokio` (off by default): a [`wait_async`](AsyncFutex::wait_async)
+//!   future polled in a tokio runtime is completed by that runtime's own
+//!   reactor (an `AsyncFd` on the io_uring backend's ring), with no library
+//!   thread in between. Without it the backend's ring thread completes it;
+//!   the futures work under any executor either way.
+//! - `capi`: the C ABI (`afx_*`) and its header. The repository's `capi/`
+//!   crate enables it to build `libasyncfutex.so` and `libasyncfutex.a`; a
+//!   Rust program never needs it.
+//!
 //! ## Semantics
 //! - A completion means "re-check the word": it may (rarely) be spurious.
 //! - No wake is lost: a wake consumed by a wait that is then dropped or
@@ -74,6 +84,10 @@ compile_error!("asyncfutex supports Linux only: it is built on futex(2), eventfd
 mod backend;
 mod eventfd_futex;
 mod fault;
+/// The C ABI (`afx_*`): the functions of `libasyncfutex.so`, built by the
+/// `capi/` crate with the `capi` feature. Not Rust API: use the types above.
+#[cfg(feature = "capi")]
+#[doc(hidden)]
 pub mod ffi;
 mod fork_safe;
 mod futex;

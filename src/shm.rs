@@ -18,6 +18,46 @@ use crate::sys::shm;
 ///
 /// Wrap it in an `Arc` and make handles with [`futex`](Self::futex): they
 /// keep the mapping alive. The memory starts zeroed.
+///
+/// # Example
+/// Memory inherited across `fork`: the child stores and wakes, the parent
+/// waits.
+///
+/// ```
+/// use std::sync::atomic::Ordering;
+/// use std::sync::Arc;
+/// use asyncfutex::SharedMemory;
+///
+/// # fn main() -> std::io::Result<()> {
+/// let mem = Arc::new(SharedMemory::memfd("example", 4096)?);
+/// let futex = mem.futex(0)?;
+/// // SAFETY: the child only stores, wakes and `_exit`s.
+/// match unsafe { libc::fork() } {
+///     -1 => return Err(std::io::Error::last_os_error()),
+///     0 => {
+///         futex.word().store(1, Ordering::Release);
+///         let woken = futex.wake(1).is_ok();
+///         // SAFETY: leaves the child without running the parent's destructors.
+///         unsafe { libc::_exit(if woken { 0 } else { 1 }) };
+///     }
+///     child => {
+///         while futex.word().load(Ordering::Acquire) == 0 {
+///             futex.wait(0, None)?;
+///         }
+///         let mut status = 0;
+///         // SAFETY: waits for our own child.
+///         while unsafe { libc::waitpid(child, &mut status, 0) } < 0 {
+///             let e = std::io::Error::last_os_error();
+///             if e.kind() != std::io::ErrorKind::Interrupted {
+///                 return Err(e);
+///             }
+///         }
+///         assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+///     }
+/// }
+/// # Ok(())
+/// # }
+/// ```
 pub struct SharedMemory {
     ptr: NonNull<u8>,
     len: usize,

@@ -74,6 +74,7 @@ impl Word {
     ///
     /// # Safety
     /// `addr` must be non-NULL and aligned.
+    #[cfg(feature = "capi")] // used by the C ABI only
     pub(crate) unsafe fn unchecked(addr: *const AtomicU32, private: bool) -> Word {
         // SAFETY: aligned and non-NULL; `checked: false` keeps the library
         // from dereferencing it (`atomic`, `load` are not used on it).

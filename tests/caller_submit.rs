@@ -32,10 +32,13 @@ use common::*;
 /// Bound for one event inside a many-round loop (normally microseconds).
 const ROUND_WATCHDOG: Duration = Duration::from_secs(5);
 
-/// Whether waits armed by a thread are submitted on its own ring here:
-/// the io_uring backend in its default `AFX_URING_SUBMIT=caller` mode.
+/// Whether a tokio task's wait is submitted on its thread's own ring and
+/// reaped by its runtime here: the io_uring backend in its default
+/// `AFX_URING_SUBMIT=caller` mode, built with the `tokio` feature (without
+/// it, the ring thread serves tasks' waits, as in `thread` mode).
 fn caller_mode(kind: BackendKind) -> bool {
-    kind == BackendKind::IoUring
+    cfg!(feature = "tokio")
+        && kind == BackendKind::IoUring
         && !matches!(
             std::env::var("AFX_URING_SUBMIT").map(|v| v.trim().to_ascii_lowercase()),
             Ok(v) if v == "thread"
@@ -45,6 +48,9 @@ fn caller_mode(kind: BackendKind) -> bool {
 fn mode_name(kind: BackendKind) -> &'static str {
     match (kind, caller_mode(kind)) {
         (BackendKind::IoUring, true) => "io_uring, caller-submitted",
+        (BackendKind::IoUring, false) if !cfg!(feature = "tokio") => {
+            "io_uring, built without the tokio feature (tasks on the ring thread)"
+        }
         (BackendKind::IoUring, false) => "io_uring, AFX_URING_SUBMIT=thread",
         (BackendKind::Thread, _) => "thread backend",
         _ => "another backend",

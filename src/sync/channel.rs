@@ -2,6 +2,34 @@
 //! shared memory: [`Sender`] in one process (or task), [`Receiver`] in
 //! another.
 //!
+//! # Example
+//! ```
+//! use std::sync::Arc;
+//! use asyncfutex::sync::channel::{self, ChannelHeader, Receiver, Sender};
+//! use asyncfutex::SharedMemory;
+//!
+//! # fn main() -> std::io::Result<()> {
+//! // 16 frames of up to 64 bytes, at offset 0.
+//! let size = ChannelHeader::size_for(64, 16).expect("valid parameters");
+//! let mem = Arc::new(SharedMemory::anonymous(size)?);
+//! channel::create(&mem, 0, 64, 16)?;
+//! let mut tx = Sender::open(&mem, 0)?; // normally in one process,
+//! let mut rx = Receiver::open(&mem, 0)?; // and this in another
+//! tx.blocking_send(b"hello", None)?;
+//! let mut buf = [0u8; 64];
+//! let n = rx.blocking_recv(&mut buf, None)?;
+//! assert_eq!(&buf[..n], b"hello");
+//! # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+//! # rt.block_on(async {
+//! tx.send(b"async").await?; // the async forms, in any executor
+//! let n = rx.recv(&mut buf).await?;
+//! assert_eq!(&buf[..n], b"async");
+//! # Ok::<(), std::io::Error>(())
+//! # })?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Shared layout ([`ChannelHeader`] + ring, version 2)
 //! The header is 192 bytes, align 64; the ring follows it at offset 192.
 //! | offset | type  | field        | meaning |
@@ -59,8 +87,6 @@ use crate::{AsyncFutex, SharedMemory};
 /// (version 1 had plain counters and no sleeper flags).
 ///
 /// (The C header has it as `AFX_*_VERSION`.)
-///
-/// cbindgen:ignore
 pub const CHANNEL_VERSION: u32 = 0x4348_0002;
 
 /// Bit 0 of `head` (`RX_SLEEPING`) and of `tail` (`TX_SLEEPING`): the other
@@ -313,6 +339,7 @@ impl Sender {
         self.ring.header()
     }
 
+    #[cfg(feature = "capi")] // used by the C ABI only
     pub(crate) fn tail_futex(&self) -> &AsyncFutex {
         &self.ring.tail
     }
@@ -418,6 +445,7 @@ impl Sender {
 
     /// The C API's async step: sends, or returns the `tail` value to wait
     /// on (with TX_SLEEPING set).
+    #[cfg(feature = "capi")] // used by the C ABI only
     pub(crate) fn send_step(&mut self, frame: &[u8]) -> io::Result<Result<(), u32>> {
         self.send_or_sleep_on(frame)
     }
@@ -466,6 +494,7 @@ impl Receiver {
         self.ring.header()
     }
 
+    #[cfg(feature = "capi")] // used by the C ABI only
     pub(crate) fn head_futex(&self) -> &AsyncFutex {
         &self.ring.head
     }
@@ -578,6 +607,7 @@ impl Receiver {
 
     /// The C API's async step: receives, or returns the `head` value to
     /// wait on (with RX_SLEEPING set).
+    #[cfg(feature = "capi")] // used by the C ABI only
     pub(crate) fn recv_step(&mut self, buf: &mut [u8]) -> io::Result<Result<usize, u32>> {
         self.recv_or_sleep_on(buf)
     }

@@ -34,8 +34,6 @@ use crate::{AsyncFutex, SharedMemory};
 /// `version` of an [`EventState`]: `'E' 'V'` and layout version 1.
 ///
 /// (The C header has it as `AFX_*_VERSION`.)
-///
-/// cbindgen:ignore
 pub const EVENT_VERSION: u32 = 0x4556_0001;
 
 const WAITERS: u32 = 1;
@@ -77,6 +75,30 @@ impl Default for EventState {
 }
 
 /// One process's handle on a shared [`EventState`]. `Send + Sync`.
+///
+/// # Example
+/// Waiters remember the sequence number they saw and wait for it to move;
+/// `publish` wakes all of them (broadcast).
+///
+/// ```
+/// use std::sync::Arc;
+/// use asyncfutex::sync::EventCount;
+/// use asyncfutex::SharedMemory;
+///
+/// # fn main() -> std::io::Result<()> {
+/// let mem = Arc::new(SharedMemory::anonymous(4096)?);
+/// let events = EventCount::create(&mem, 0)?;
+/// let seen = events.seq();
+/// let listener = {
+///     let events = EventCount::open(&mem, 0)?;
+///     std::thread::spawn(move || events.blocking_wait_for_change(seen, None))
+/// };
+/// events.publish()?;
+/// let now = listener.join().unwrap()?;
+/// assert_ne!(now, seen);
+/// # Ok(())
+/// # }
+/// ```
 pub struct EventCount {
     futex: AsyncFutex,
     place: Place<EventState>,
@@ -138,6 +160,7 @@ impl EventCount {
         &self.place.get().word
     }
 
+    #[cfg(feature = "capi")] // used by the C ABI only
     pub(crate) fn futex(&self) -> &AsyncFutex {
         &self.futex
     }

@@ -71,8 +71,6 @@ use crate::{AsyncFutex, SharedMemory, WaitFuture};
 /// `version` of a [`MutexState`]: `'M' 'X'` and layout version 1.
 ///
 /// (The C header has it as `AFX_*_VERSION`.)
-///
-/// cbindgen:ignore
 pub const MUTEX_VERSION: u32 = 0x4d58_0001;
 /// How long a waiter waits before checking whether the holder died.
 pub const OWNER_CHECK_INTERVAL: Duration = Duration::from_millis(10);
@@ -150,6 +148,31 @@ enum Step {
 /// `Send + Sync`: any number of threads and tasks of the process may lock
 /// through one handle (they exclude each other as well as other
 /// processes).
+///
+/// # Example
+/// ```
+/// use std::sync::Arc;
+/// use asyncfutex::sync::Mutex;
+/// use asyncfutex::SharedMemory;
+///
+/// # fn main() -> std::io::Result<()> {
+/// let mem = Arc::new(SharedMemory::anonymous(4096)?);
+/// let mutex = Mutex::create(&mem, 0)?; // once; other processes `open`
+/// let other = Mutex::open(&mem, 0)?;
+/// {
+///     let guard = mutex.blocking_lock(None)?;
+///     assert!(!guard.owner_died());
+///     assert!(other.try_lock()?.is_none(), "held");
+/// } // unlocked here
+/// # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+/// # rt.block_on(async {
+/// let guard = other.lock().await?; // the async form, in any executor
+/// drop(guard);
+/// # Ok::<(), std::io::Error>(())
+/// # })?;
+/// # Ok(())
+/// # }
+/// ```
 pub struct Mutex {
     futex: AsyncFutex,
     place: Place<MutexState>,
@@ -214,6 +237,7 @@ impl Mutex {
         self.place.get()
     }
 
+    #[cfg(feature = "capi")] // used by the C ABI only
     pub(crate) fn futex(&self) -> &AsyncFutex {
         &self.futex
     }
@@ -395,6 +419,7 @@ impl Mutex {
 
     /// The C API's async step: takes the lock (`Ok(owner_died)`) or says
     /// what to wait on.
+    #[cfg(feature = "capi")] // used by the C ABI only
     pub(crate) fn lock_step(&self, check: bool) -> io::Result<Result<bool, u32>> {
         if self.fast_lock().is_some() {
             return Ok(Ok(false));
@@ -427,12 +452,14 @@ impl Mutex {
     }
 
     /// Whether this process holds the lock (by the pid in the word).
+    #[cfg(feature = "capi")] // used by the C ABI only
     pub(crate) fn held_by_this_process(&self) -> bool {
         let c = self.word().load(Ordering::Relaxed);
         c & PID_MASK != 0 && c & PID_MASK == owner::pid_of(owner::me())
     }
 
     /// Whether the held lock is marked inconsistent.
+    #[cfg(feature = "capi")] // used by the C ABI only
     pub(crate) fn is_inconsistent(&self) -> bool {
         let c = self.word().load(Ordering::Relaxed);
         c & OWNER_DIED != 0 && c & PID_MASK != 0

@@ -33,8 +33,6 @@ use crate::{AsyncFutex, SharedMemory};
 /// `version` of a [`SemaphoreState`]: `'S' 'M'` and layout version 1.
 ///
 /// (The C header has it as `AFX_*_VERSION`.)
-///
-/// cbindgen:ignore
 pub const SEMAPHORE_VERSION: u32 = 0x534d_0001;
 
 /// The shared state of a [`Semaphore`] (layout in the
@@ -93,6 +91,30 @@ impl Drop for Registered<'_> {
 }
 
 /// One process's handle on a shared [`SemaphoreState`]. `Send + Sync`.
+///
+/// # Example
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use asyncfutex::sync::Semaphore;
+/// use asyncfutex::SharedMemory;
+///
+/// # fn main() -> std::io::Result<()> {
+/// let mem = Arc::new(SharedMemory::anonymous(4096)?);
+/// let sem = Semaphore::create(&mem, 0, 2)?; // two permits
+/// assert!(sem.try_acquire());
+/// sem.blocking_acquire(Some(Duration::from_secs(5)))?;
+/// assert!(!sem.try_acquire(), "both permits taken");
+/// sem.release(2)?;
+/// assert_eq!(sem.available(), 2);
+/// # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+/// # rt.block_on(async {
+/// sem.acquire().await?; // the async form, in any executor
+/// # Ok::<(), std::io::Error>(())
+/// # })?;
+/// # Ok(())
+/// # }
+/// ```
 pub struct Semaphore {
     futex: AsyncFutex,
     place: Place<SemaphoreState>,
@@ -158,6 +180,7 @@ impl Semaphore {
         self.place.get()
     }
 
+    #[cfg(feature = "capi")] // used by the C ABI only
     pub(crate) fn futex(&self) -> &AsyncFutex {
         &self.futex
     }
@@ -221,6 +244,7 @@ impl Semaphore {
 
     /// Registers (`+1`) or unregisters (`-1`) a waiter, for the C API's
     /// async form, which stays registered while its wait is armed.
+    #[cfg(feature = "capi")] // used by the C ABI only
     pub(crate) fn register_waiter(&self, register: bool) {
         if register {
             self.state().waiters.fetch_add(1, Ordering::SeqCst);

@@ -250,6 +250,7 @@ impl CallerRing {
     }
 
     /// The ring's file descriptor.
+    #[cfg(feature = "tokio")] // used by the reaper only
     pub(crate) fn fd(&self) -> RawFd {
         self.fd
     }

@@ -17,6 +17,12 @@
 //!   thread always keeps a `FUTEX_WAIT` queued.
 
 mod caller;
+// With the `tokio` feature, tasks' waits are reaped by their runtime's
+// reactor; without it, by the ring thread (as outside a runtime).
+#[cfg(feature = "tokio")]
+mod reaper;
+#[cfg(not(feature = "tokio"))]
+#[path = "no_reaper.rs"]
 mod reaper;
 
 pub(crate) use self::caller::CallerRing;
