@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: every Rust, C and doc test once per wait
 # backend (io_uring and thread), then the example program on each backend,
-# then io_uring's ring-thread mode, the thread backend's per-wait mode,
-# the loom model check of the waiter state machine and a bounded fuzz run
+# then io_uring's ring-thread mode, the crate without its tokio feature,
+# the thread backend's per-wait mode, the packaging paths from a fresh
+# clone, the loom model check of the waiter state machine and a bounded fuzz run
 # of the C API.
 # Exits non-zero if anything fails.
 set -uo pipefail
@@ -75,6 +76,15 @@ if AFX_BACKEND=thread cargo run -q --example probe >/dev/null 2>&1; then
     if ! AFX_BACKEND=thread AFX_THREAD_WAITV=0 cargo test --test c_api -- fork_inherited waitv; then
         failures+=("C fork and vector-wait tests, per-wait mode (AFX_THREAD_WAITV=0)")
     fi
+fi
+
+# Every packaging path from a fresh clone, as the README tells a new user:
+# a Rust project by path, the C library installed with pkg-config (shared
+# and static) and CMake, the C++ header, the man pages, the Python wheel
+# under asyncio and uvloop (scripts/test-packaging.sh).
+step "packaging: fresh clone into a temporary prefix, project and venv"
+if ! scripts/test-packaging.sh; then
+    failures+=("packaging (scripts/test-packaging.sh)")
 fi
 
 # The waiter state machine under loom: every interleaving of arm / finish /
