@@ -24,8 +24,8 @@ fn root() -> PathBuf {
 
 /// The `afx_*` prototypes of the header (name → the declaration line).
 fn header_prototypes() -> Vec<(String, String)> {
-    let header = std::fs::read_to_string(root().join("include/asyncfutex.h"))
-        .expect("include/asyncfutex.h");
+    let header =
+        std::fs::read_to_string(root().join("include/asyncfutex.h")).expect("include/asyncfutex.h");
     let mut found = Vec::new();
     for line in header.lines() {
         let line = line.trim();
@@ -86,7 +86,13 @@ fn every_header_function_has_a_page() {
         let page = std::fs::read_to_string(man3.join(format!("{name}.3"))).unwrap();
         let th = format!(".TH {} 3 ", name.to_uppercase());
         assert!(page.contains(&th), "{name}.3 has no `{th}` line");
-        for section in ["NAME", "SYNOPSIS", "DESCRIPTION", "RETURN VALUE", "SEE ALSO"] {
+        for section in [
+            "NAME",
+            "SYNOPSIS",
+            "DESCRIPTION",
+            "RETURN VALUE",
+            "SEE ALSO",
+        ] {
             assert!(
                 page.lines().any(|l| l == format!(".SH {section}")),
                 "{name}.3 has no {section} section"
