@@ -10,7 +10,7 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
     build-essential pkg-config valgrind ca-certificates curl \
-    libuv1-dev libasio-dev python3 python3-venv python3-pip cmake >/dev/null
+    libuv1-dev libasio-dev python3 python3-venv python3-pip cmake groff-base >/dev/null
 
 if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
     export PATH="$HOME/.cargo/bin:$PATH"
