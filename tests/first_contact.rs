@@ -110,7 +110,10 @@ fn run(script: &str, args: &[&str], path: &[&Path], home: &Path) -> Run {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
-    eprintln!("--- scripts/{script} {args:?} -> {:?}\n{out}", o.status.code());
+    eprintln!(
+        "--- scripts/{script} {args:?} -> {:?}\n{out}",
+        o.status.code()
+    );
     Run {
         code: o.status.code().unwrap_or(-1),
         out,
@@ -165,10 +168,18 @@ fn no_rust_at_all_installs_rustup_and_cargo_wrapper_says_what_to_do() {
     let r = m.run("setup-debian.sh", &["--check-only"]);
     assert_eq!(r.code, 0);
     assert!(r.out.contains(&format!("no Rust >= {req}")), "{}", r.out);
-    assert!(r.out.contains("would install Rust with rustup"), "{}", r.out);
+    assert!(
+        r.out.contains("would install Rust with rustup"),
+        "{}",
+        r.out
+    );
     let r = m.run("cargo", &["run", "--bin", "async_futex_example"]);
     assert_eq!(r.code, 127, "no toolchain: scripts/cargo must fail clearly");
-    assert!(r.out.contains("run ./scripts/setup-debian.sh first"), "{}", r.out);
+    assert!(
+        r.out.contains("run ./scripts/setup-debian.sh first"),
+        "{}",
+        r.out
+    );
 }
 
 #[test]
@@ -177,7 +188,11 @@ fn too_old_distro_rust_is_not_used() {
     let r = m.run("setup-debian.sh", &["--check-only"]);
     assert_eq!(r.code, 0);
     assert!(r.out.contains("is 1.63.0 <"), "{}", r.out);
-    assert!(r.out.contains("would install Rust with rustup"), "{}", r.out);
+    assert!(
+        r.out.contains("would install Rust with rustup"),
+        "{}",
+        r.out
+    );
     let r = m.run("cargo", &["build"]);
     assert_eq!(r.code, 127, "{}", r.out);
 }
@@ -219,7 +234,9 @@ fn new_enough_rust_on_path_is_used_as_is() {
     assert_eq!(r.code, 0, "{}", r.out);
     let distro = m.distro.display().to_string();
     assert!(
-        r.out.contains(&format!("fake cargo {req}.0 from {distro}/cargo args: test")),
+        r.out.contains(&format!(
+            "fake cargo {req}.0 from {distro}/cargo args: test"
+        )),
         "{}",
         r.out
     );
@@ -232,7 +249,10 @@ fn rustup_with_a_too_old_default_is_switched_to_stable() {
     assert_eq!(r.code, 0);
     assert!(r.out.contains("is 1.70.0 <"), "{}", r.out);
     assert!(
-        r.out.contains(&format!("would run '{}/rustup default stable'", m.rustup_bin())),
+        r.out.contains(&format!(
+            "would run '{}/rustup default stable'",
+            m.rustup_bin()
+        )),
         "{}",
         r.out
     );
@@ -243,5 +263,9 @@ fn bad_argument_is_a_clear_error() {
     let m = Machine::new("badarg", None, None);
     let r = m.run("setup-debian.sh", &["--chek-only"]);
     assert_eq!(r.code, 2);
-    assert!(r.out.contains("unknown argument '--chek-only'"), "{}", r.out);
+    assert!(
+        r.out.contains("unknown argument '--chek-only'"),
+        "{}",
+        r.out
+    );
 }
