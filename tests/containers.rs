@@ -1,7 +1,7 @@
 //! Containers, as far as this machine can have them without a container
 //! runtime: two processes, each in new mount, PID, IPC and UTS namespaces
 //! (what `docker run` gives every container; each is PID 1 of its own PID
-//! namespace), made with `unshare(1)`. The network namespace and the root
+//! namespace, with its own `/proc`), made with `unshare(1)`. The network namespace and the root
 //! filesystem stay shared; only `/dev/shm` differs, as in these cases:
 //!
 //! - shared `/dev/shm`: both bind-mount one host tmpfs directory on their
@@ -17,7 +17,12 @@
 //!   reach, like a volume) while each has a *private* `/dev/shm`;
 //! - private `/dev/shm` in each (Docker's default `--ipc=private`): the
 //!   name is not shared — `open` fails with `ENOENT`, and creating the name
-//!   makes a separate object. This is the documented failure mode.
+//!   makes a separate object. This is the documented failure mode;
+//! - the `sync::Mutex`, whose word holds the holder's pid: with a shared
+//!   PID namespace (`--pid=host`) a live holder's lock is held for the
+//!   other container; in separate PID namespaces (each with its own
+//!   `/proc`, as in Docker) the other container takes it over as dead —
+//!   the documented limit.
 //!
 //! Each "container" is this test binary, re-run by `unshare` with the same
 //! test name and `AFX_CT_ROLE` set: the test then plays that role and
@@ -36,6 +41,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+use asyncfutex::sync::Mutex;
 use asyncfutex::{AsyncFutex, SharedMemory};
 use common::*;
 
@@ -74,7 +80,13 @@ fn unshare_base() -> Result<Vec<String>, String> {
     // Probe: the namespaces and a tmpfs on /dev/shm inside them.
     let out = Command::new(&cmd[0])
         .args(&cmd[1..])
-        .args(["--", "/bin/sh", "-c", "mount -t tmpfs afx-probe /dev/shm"])
+        .args([
+            "--mount-proc",
+            "--",
+            "/bin/sh",
+            "-c",
+            "mount -t tmpfs afx-probe /dev/shm",
+        ])
         .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("cannot run unshare(1) (util-linux): {e}"))?;
@@ -150,22 +162,36 @@ impl Container {
         shm: Shm<'_>,
         env: &[(&str, String)],
         seccomp: bool,
+        own_pid_ns: bool,
     ) -> Container {
         let setup = match shm {
             Shm::Shared(dir) => format!("mount --bind '{}' /dev/shm", dir.display()),
             Shm::Private => "mount -t tmpfs -o size=4m,mode=1777 afx-ct /dev/shm".to_string(),
         };
         let mut cmd = Command::new(&base[0]);
-        cmd.args(&base[1..])
-            .arg("--")
+        // Without its own PID namespace (as `--pid=host`), the container
+        // shares the host's, and so the other container's; with one, it
+        // gets its own /proc, as in Docker.
+        cmd.args(base[1..].iter().filter(|a| own_pid_ns || *a != "--pid"));
+        if own_pid_ns {
+            cmd.arg("--mount-proc");
+        }
+        // The program is PID 1 (exec), or a child of the shell.
+        let exec = if env.iter().any(|(k, _)| *k == "AFX_CT_NOT_PID1") {
+            ""
+        } else {
+            "exec"
+        };
+        cmd.arg("--")
             .arg("/bin/sh")
             .arg("-c")
-            .arg(format!("set -e; {setup}; exec \"$@\""))
+            .arg(format!("set -e; {setup}; {exec} \"$@\""))
             .arg("sh")
             .arg(std::env::current_exe().expect("test binary path"))
             .args([test, "--exact", "--nocapture", "--test-threads=1"])
             .env("AFX_CT_ROLE", name)
             .env("AFX_CT_HOST_NS", namespaces())
+            .env("AFX_CT_OWN_PID_NS", if own_pid_ns { "1" } else { "0" })
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -327,16 +353,22 @@ fn io<T>(what: &str, r: std::io::Result<T>) -> Result<T, String> {
 }
 
 fn play(role: &str) -> ChildResult {
-    // Like a container: PID 1 of a new PID namespace, other namespaces.
-    ensure!(
-        std::process::id() == 1,
-        "pid {} (want 1)",
-        std::process::id()
-    );
+    // Like a container: other namespaces than the host's; PID 1 of its
+    // own PID namespace unless started as with `--pid=host`.
+    let own_pid_ns = env("AFX_CT_OWN_PID_NS")? == "1";
     let host = env("AFX_CT_HOST_NS")?;
     let mine = namespaces();
     for ns in mine.split(' ') {
+        if ns.starts_with("pid:") && !own_pid_ns {
+            ensure!(host.contains(ns), "not in the host's PID namespace ({ns})");
+            continue;
+        }
         ensure!(!host.contains(ns), "still in the host's {ns}");
+    }
+    if own_pid_ns {
+        let pid1 = std::env::var_os("AFX_CT_NOT_PID1").is_none();
+        let pid = std::process::id();
+        ensure!((pid == 1) == pid1, "pid {pid} (want 1: {pid1})");
     }
     println!("AFX-NS {mine}");
     if std::env::var_os("AFX_CT_SECCOMP").is_some() {
@@ -403,6 +435,28 @@ fn play(role: &str) -> ChildResult {
             let _mine = io("create the same name", SharedMemory::create(&name, 4096))?;
             println!("AFX-CREATE-OK");
             io("unlink", SharedMemory::unlink(&name))
+        }
+        "mutex-a" => {
+            let name = env("AFX_CT_NAME")?;
+            let mem = Arc::new(io("create", SharedMemory::create(&name, 4096))?);
+            let lock = io("Mutex::create", Mutex::create(&mem, 64))?;
+            let guard = io("try_lock", lock.try_lock())?;
+            ensure!(guard.is_some(), "a fresh mutex is held");
+            println!("AFX-READY");
+            // Hold the lock, alive, until the host is done with b.
+            let mut rest = Vec::new();
+            let _ = std::io::stdin().read_to_end(&mut rest);
+            drop(guard);
+            io("unlink", SharedMemory::unlink(&name))
+        }
+        "mutex-b" => {
+            let mem = Arc::new(io("open", SharedMemory::open(&env("AFX_CT_NAME")?))?);
+            let lock = io("Mutex::open", Mutex::open(&mem, 64))?;
+            match io("try_lock", lock.try_lock())? {
+                None => println!("AFX-TRYLOCK held"),
+                Some(g) => println!("AFX-TRYLOCK taken owner_died={}", g.owner_died()),
+            }
+            Ok(())
         }
         other => fail(format!("unknown role {other}")),
     }
@@ -554,9 +608,9 @@ fn shared_dev_shm_wakes_cross_containers() {
     };
     let shm = HostDir::new("/dev/shm", "shared");
     let env = [("AFX_CT_NAME", shm_name("shared"))];
-    let mut a = Container::start(&base, test, "shm-a", Shm::Shared(&shm.0), &env, false);
+    let mut a = Container::start(&base, test, "shm-a", Shm::Shared(&shm.0), &env, false, true);
     a.expect_line("AFX-READY");
-    let b = Container::start(&base, test, "shm-b", Shm::Shared(&shm.0), &env, false);
+    let b = Container::start(&base, test, "shm-b", Shm::Shared(&shm.0), &env, false, true);
     let (b, a) = (b.finish(), a.finish());
     check_pair(&a, &b, backend.name());
     eprintln!(
@@ -581,9 +635,9 @@ fn shared_dev_shm_under_docker_seccomp_uses_threads() {
     };
     let shm = HostDir::new("/dev/shm", "seccomp");
     let env = [("AFX_CT_NAME", shm_name("seccomp"))];
-    let mut a = Container::start(&base, test, "shm-a", Shm::Shared(&shm.0), &env, true);
+    let mut a = Container::start(&base, test, "shm-a", Shm::Shared(&shm.0), &env, true, true);
     a.expect_line("AFX-READY");
-    let b = Container::start(&base, test, "shm-b", Shm::Shared(&shm.0), &env, true);
+    let b = Container::start(&base, test, "shm-b", Shm::Shared(&shm.0), &env, true, true);
     let (b, a) = (b.finish(), a.finish());
     check_pair(&a, &b, "thread");
 }
@@ -603,9 +657,9 @@ fn memfd_over_unix_socket_crosses_private_dev_shm() {
         "AFX_CT_SOCK",
         dir.0.join("memfd.sock").display().to_string(),
     )];
-    let mut a = Container::start(&base, test, "memfd-a", Shm::Private, &env, false);
+    let mut a = Container::start(&base, test, "memfd-a", Shm::Private, &env, false, true);
     a.expect_line("AFX-READY");
-    let b = Container::start(&base, test, "memfd-b", Shm::Private, &env, false);
+    let b = Container::start(&base, test, "memfd-b", Shm::Private, &env, false, true);
     let (b, a) = (b.finish(), a.finish());
     check_pair(&a, &b, backend.name());
 }
@@ -624,9 +678,9 @@ fn private_dev_shm_does_not_share_names() {
         return;
     };
     let env = [("AFX_CT_NAME", shm_name("private"))];
-    let mut a = Container::start(&base, test, "private-a", Shm::Private, &env, false);
+    let mut a = Container::start(&base, test, "private-a", Shm::Private, &env, false, true);
     a.expect_line("AFX-READY");
-    let b = Container::start(&base, test, "private-b", Shm::Private, &env, false).finish();
+    let b = Container::start(&base, test, "private-b", Shm::Private, &env, false, true).finish();
     let a = a.finish();
     assert!(
         field(&b, "AFX-OPEN-ENOENT").contains("No such file"),
@@ -635,4 +689,58 @@ fn private_dev_shm_does_not_share_names() {
     assert!(b.iter().any(|l| l == "AFX-CREATE-OK"), "{b:#?}");
     let (na, nb) = (field(&a, "AFX-NS"), field(&b, "AFX-NS"));
     assert_ne!(na, nb);
+}
+
+/// Runs the Mutex pair (a holds the lock and stays alive, b `try_lock`s)
+/// with a shared `/dev/shm`; returns b's verdict.
+fn mutex_pair(test: &str, tag: &str, own_pid_ns: bool) -> Option<String> {
+    let base = containers_possible(test)?;
+    let shm = HostDir::new("/dev/shm", tag);
+    let name = ("AFX_CT_NAME", shm_name(tag));
+    // The holder is not PID 1, so b (PID 1) finds no process of its pid
+    // in its own namespace; were both PID 1, b would find itself, with
+    // another start time unless both started in the same clock tick.
+    let a_env = [name.clone(), ("AFX_CT_NOT_PID1", "1".to_string())];
+    let env = [name];
+    let sh = Shm::Shared(&shm.0);
+    let mut a = Container::start(&base, test, "mutex-a", sh, &a_env, false, own_pid_ns);
+    a.expect_line("AFX-READY");
+    let sh = Shm::Shared(&shm.0);
+    let b = Container::start(&base, test, "mutex-b", sh, &env, false, own_pid_ns).finish();
+    a.finish();
+    let verdict = field(&b, "AFX-TRYLOCK").to_string();
+    eprintln!("[{test}] b's try_lock while a holds the lock: {verdict}");
+    Some(verdict)
+}
+
+/// The `Mutex` across containers that share `/dev/shm` and the PID
+/// namespace (`--pid=host`, `--pid=container:<name>`): a live holder's
+/// lock is held for the other container.
+#[test]
+fn mutex_across_containers_sharing_pids_excludes() {
+    play_role_if_container();
+    let test = "mutex_across_containers_sharing_pids_excludes";
+    if start(test).is_none() {
+        return;
+    }
+    if let Some(verdict) = mutex_pair(test, "mutex-pids", false) {
+        assert_eq!(verdict, "held");
+    }
+}
+
+/// The documented limit: in separate PID namespaces (Docker's default),
+/// the holder's pid means nothing to the other container, which takes a
+/// *live* holder's lock over as dead. This is why the README asks for a
+/// shared PID namespace; if this test fails, the limit moved (update the
+/// README's "Where it stops").
+#[test]
+fn mutex_across_pid_namespaces_mistakes_a_live_holder_for_dead() {
+    play_role_if_container();
+    let test = "mutex_across_pid_namespaces_mistakes_a_live_holder_for_dead";
+    if start(test).is_none() {
+        return;
+    }
+    if let Some(verdict) = mutex_pair(test, "mutex-ns", true) {
+        assert_eq!(verdict, "taken owner_died=true");
+    }
 }
