@@ -83,5 +83,5 @@ fi
 echo "setup: ok ($(uname -sr); $(cargo --version) from $AFX_RUST_FROM, rustc $(afx_tool_version rustc); crate needs >= $AFX_RUST_REQUIRED)"
 if [ "$AFX_RUST_FROM" != "PATH" ]; then
     echo "setup: plain 'cargo' in this shell is not that one: use ./scripts/cargo," \
-        "or run '. \"${CARGO_HOME:-\$HOME/.cargo}/env\"' (new login shells do)"
+        "or run '. \"${CARGO_HOME:-\$HOME/.cargo}/env\"' (new shells do)"
 fi

@@ -9,7 +9,10 @@
 //! that print a chosen version, and a scratch HOME. `setup-debian.sh
 //! --check-only` installs nothing and says which toolchain it would use or
 //! what it would install; `scripts/cargo` runs the chosen fake `cargo`,
-//! which prints where it ran from and the `rustc` its PATH finds.
+//! which prints where it ran from and the `rustc` its PATH finds. The
+//! install itself runs offline against fake `apt-get`, `curl` (whose
+//! "rustup installer" drops a fake 1.95.0 toolchain in `~/.cargo/bin`) and
+//! `rustup`: the real download is not exercised here.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -79,7 +82,9 @@ fn fake_toolchain(dir: &Path, version: &str, rustup: bool) {
 /// machine's), so that no real cargo/rustc can be found through PATH.
 fn base_tools(dir: &Path) {
     fs::create_dir_all(dir).unwrap();
-    for tool in ["bash", "sh", "sed", "head", "dirname", "uname"] {
+    for tool in [
+        "bash", "sh", "sed", "head", "dirname", "uname", "id", "mkdir", "cp",
+    ] {
         let found = ["/usr/bin", "/bin"]
             .iter()
             .map(|d| Path::new(d).join(tool))
@@ -268,4 +273,100 @@ fn bad_argument_is_a_clear_error() {
         "{}",
         r.out
     );
+}
+
+/// Makes `m` a machine where installing works, offline: `apt-get` and
+/// `sudo` log and succeed, `curl https://sh.rustup.rs` prints an
+/// installer that puts a fake 1.95.0 toolchain (and `rustup`) in
+/// `$HOME/.cargo/bin`, and `rustup default stable` does the same.
+fn offline_installers(m: &Machine) {
+    let new = m.base.parent().unwrap().join("stable");
+    fake_toolchain(&new, "1.95.0", false);
+    let install = format!(
+        "mkdir -p \"$HOME/.cargo/bin\" && cp '{}'/* \"$HOME/.cargo/bin/\"",
+        new.display()
+    );
+    write_exe(
+        &new.join("rustup"),
+        &format!("#!/bin/sh\necho \"fake rustup $*\" >&2\n{install}\n"),
+    );
+    write_exe(
+        &m.base.join("apt-get"),
+        "#!/bin/sh\necho \"fake apt-get $*\" >&2\n",
+    );
+    write_exe(&m.base.join("sudo"), "#!/bin/sh\nexec \"$@\"\n");
+    write_exe(
+        &m.base.join("curl"),
+        &format!(
+            "#!/bin/sh\necho \"fake curl $*\" >&2\n\
+             printf '%s\\n' '#!/bin/sh' 'echo \"fake rustup-init $*\" >&2' '{}'\n",
+            install.replace('\'', "'\\''")
+        ),
+    );
+}
+
+#[test]
+fn setup_installs_rustup_over_a_too_old_distro_rust_then_cargo_wrapper_uses_it() {
+    let m = Machine::new("install", Some("1.63.0"), None);
+    offline_installers(&m);
+    let bin = m.rustup_bin();
+    let r = m.run("setup-debian.sh", &[]);
+    assert_eq!(r.code, 0, "{}", r.out);
+    assert!(r.out.contains("fake apt-get install"), "{}", r.out);
+    assert!(
+        r.out
+            .contains("fake curl --proto =https --tlsv1.2 -sSf https://sh.rustup.rs"),
+        "{}",
+        r.out
+    );
+    assert!(
+        r.out.contains("fake rustup-init -y --profile default"),
+        "{}",
+        r.out
+    );
+    assert!(
+        r.out.contains(&format!("cargo 1.95.0 (fake) from {bin}")),
+        "{}",
+        r.out
+    );
+    let r = m.run("cargo", &["run", "--bin", "async_futex_example"]);
+    assert_eq!(r.code, 0, "{}", r.out);
+    assert!(
+        r.out
+            .contains(&format!("fake cargo 1.95.0 from {bin}/cargo")),
+        "{}",
+        r.out
+    );
+}
+
+#[test]
+fn setup_switches_a_too_old_rustup_default_to_stable() {
+    let m = Machine::new("switch", None, Some("1.70.0"));
+    offline_installers(&m);
+    // The machine's rustup is the one that installs the stable fakes.
+    let new = m.base.parent().unwrap().join("stable");
+    fs::copy(new.join("rustup"), m.home.join(".cargo/bin/rustup")).unwrap();
+    let r = m.run("setup-debian.sh", &[]);
+    assert_eq!(r.code, 0, "{}", r.out);
+    assert!(r.out.contains("fake rustup default stable"), "{}", r.out);
+    assert!(
+        !r.out.contains("fake curl"),
+        "rustup is there: no download\n{}",
+        r.out
+    );
+    assert!(r.out.contains("cargo 1.95.0 (fake) from"), "{}", r.out);
+}
+
+#[test]
+fn setup_fails_clearly_when_the_install_gives_no_usable_rust() {
+    let m = Machine::new("broken", None, None);
+    offline_installers(&m);
+    // An installer that installs nothing.
+    write_exe(
+        &m.base.join("curl"),
+        "#!/bin/sh\necho 'echo installer did nothing'\n",
+    );
+    let r = m.run("setup-debian.sh", &[]);
+    assert_eq!(r.code, 1, "{}", r.out);
+    assert!(r.out.contains("still no Rust >="), "{}", r.out);
 }
