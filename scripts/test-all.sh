@@ -8,9 +8,10 @@
 # Exits non-zero if anything fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
-    export PATH="$HOME/.cargo/bin:$PATH"
-fi
+# A Rust toolchain new enough for the crate first on PATH (rustup's in
+# ~/.cargo/bin when the one on PATH is missing or too old).
+. scripts/rust-toolchain.sh
+afx_use_rust || { echo "test-all: no Rust >= ${AFX_RUST_REQUIRED:-?} (${AFX_RUST_WHY:-}); run ./scripts/setup-debian.sh" >&2; exit 1; }
 
 failures=()
 skips=()

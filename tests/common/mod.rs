@@ -1,7 +1,8 @@
 //! Helpers shared by the integration tests: backend banner and skips, raw
 //! `futex(2)` calls (independent of the library under test), a kernel waiter
 //! counter, value handshakes on shared words, `fork` with a watchdog, a
-//! counting waker and cross-process ping-pong.
+//! counting waker, cross-process ping-pong, and seccomp filters that deny
+//! system calls (io_uring, `futex_waitv`) as container profiles do.
 //!
 //! Ordering is always by value handshakes on shared words or by observing
 //! kernel state; time only appears as a watchdog.
@@ -874,4 +875,119 @@ pub fn open_fds() -> std::collections::BTreeMap<String, String> {
             (e.file_name().to_string_lossy().into_owned(), target)
         })
         .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Seccomp: deny system calls as container runtimes' default profiles do
+// (used by `fallback` and `containers`)
+
+/// Installs, in the calling process (all its threads), a seccomp filter
+/// that fails the system calls `nrs` (x86_64 numbers) with `errno`.
+#[cfg(target_arch = "x86_64")]
+pub fn deny_syscalls(nrs: &[u32], errno: i32) -> ChildResult {
+    const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
+    /// offsetof(struct seccomp_data, nr) and (…, arch).
+    const NR: u32 = 0;
+    const ARCH: u32 = 4;
+    fn stmt(code: u32, k: u32) -> libc::sock_filter {
+        libc::sock_filter {
+            code: code as u16,
+            jt: 0,
+            jf: 0,
+            k,
+        }
+    }
+    fn jeq(k: u32, jt: u8, jf: u8) -> libc::sock_filter {
+        libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            jt,
+            jf,
+            k,
+        }
+    }
+    let load = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
+    let ret = libc::BPF_RET | libc::BPF_K;
+    let mut filter = vec![
+        stmt(load, ARCH),
+        jeq(AUDIT_ARCH_X86_64, 1, 0),
+        stmt(ret, libc::SECCOMP_RET_ALLOW), // another ABI: leave it alone
+        stmt(load, NR),
+    ];
+    for &nr in nrs {
+        filter.push(jeq(nr, 0, 1));
+        filter.push(stmt(ret, libc::SECCOMP_RET_ERRNO | errno as u32));
+    }
+    filter.push(stmt(ret, libc::SECCOMP_RET_ALLOW));
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_mut_ptr(),
+    };
+    // SAFETY: plain prctl/seccomp calls with a valid, live filter program.
+    unsafe {
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+            return fail(format!(
+                "PR_SET_NO_NEW_PRIVS: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        if libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            libc::SECCOMP_FILTER_FLAG_TSYNC,
+            &prog as *const libc::sock_fprog,
+        ) != 0
+        {
+            return fail(format!(
+                "seccomp(SET_MODE_FILTER): {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub const IO_URING_SETUP: u32 = 425;
+pub const IO_URING_ENTER: u32 = 426;
+pub const IO_URING_REGISTER: u32 = 427;
+pub const FUTEX_WAITV: u32 = 449;
+
+/// Denies the io_uring syscalls with `EPERM` (as the container profiles
+/// do), then proves it with a raw `io_uring_setup`.
+#[cfg(target_arch = "x86_64")]
+pub fn deny_io_uring() -> ChildResult {
+    deny_syscalls(
+        &[IO_URING_SETUP, IO_URING_ENTER, IO_URING_REGISTER],
+        libc::EPERM,
+    )?;
+    // io_uring_params is 120 bytes; the filter refuses before reading.
+    let mut params = [0u64; 16];
+    // SAFETY: a raw io_uring_setup with a valid params buffer.
+    let r = unsafe { libc::syscall(IO_URING_SETUP as libc::c_long, 4u32, params.as_mut_ptr()) };
+    let err = std::io::Error::last_os_error();
+    ensure!(
+        r == -1 && err.raw_os_error() == Some(libc::EPERM),
+        "io_uring_setup under the filter: ret {r}, {err}"
+    );
+    Ok(())
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub fn deny_syscalls(_nrs: &[u32], _errno: i32) -> ChildResult {
+    unreachable!("guarded by supported()")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub fn deny_io_uring() -> ChildResult {
+    unreachable!("guarded by supported()")
+}
+
+pub fn supported(test: &str) -> bool {
+    if cfg!(target_arch = "x86_64") {
+        true
+    } else {
+        eprintln!(
+            "SKIP: [{test}] the seccomp filter is written for x86_64 (AUDIT_ARCH_X86_64, syscall 425)"
+        );
+        false
+    }
 }
