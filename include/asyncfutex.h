@@ -63,9 +63,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-// `count` for [`inject`]: fail every hit until [`clear`].
-#define FOREVER UINT32_MAX
-
 // Flag for `afx_new`: the word is process-local (private futex key).
 #define AFX_PRIVATE 1
 

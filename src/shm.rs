@@ -95,7 +95,7 @@ impl SharedMemory {
     }
 
     /// A new memfd of `len` bytes (`memfd_create(2)`, close-on-exec). Share
-    /// it by passing [`as_fd`](AsFd::as_fd) to another process (inheritance
+    /// it by passing [`fd`](Self::fd) to another process (inheritance
     /// without `CLOEXEC`, or `SCM_RIGHTS`); the other side uses
     /// [`from_fd`](Self::from_fd).
     ///

@@ -1,5 +1,6 @@
-//! The seed's example, done across real processes and self-checking: it
-//! exits non-zero if any demo does not see what it should.
+//! The example program (the seed note's three demos), done across real
+//! processes and self-checking: it exits non-zero if any demo does not see
+//! what it should.
 //!
 //! Run: `cargo run --bin async_futex_example` (add `AFX_BACKEND=thread` or
 //! `AFX_BACKEND=io_uring` to pick the wait backend).
