@@ -84,11 +84,11 @@ def _seconds(timeout: float) -> float:
 
 def _deadline(timeout: Optional[float]) -> Optional[float]:
     """The monotonic deadline of a timeout in seconds; None (or negative,
-    as in C) is forever (None)."""
+    as in C, or beyond int64 nanoseconds) is forever (None)."""
     if timeout is None:
         return None
     seconds = _seconds(timeout)
-    if seconds < 0:
+    if seconds < 0 or seconds * 1e9 >= _I64_MAX:  # beyond ~292 years: forever
         return None
     return time.monotonic() + seconds
 
