@@ -10,7 +10,8 @@
 //!   standalone Asio (`asio.hpp`, Debian's `libasio-dev`) it prints a counted
 //!   SKIP; CI installs both.
 //! - `python_bindings` runs `bindings/python/run-tests.sh` (a cached venv in
-//!   `target/py-venv`, pytest on the default asyncio loop and on uvloop).
+//!   `target/py-venv`; the package `pip install`ed with its bundled library;
+//!   pytest on the default asyncio loop and on uvloop, a C peer included).
 //!
 //! The environment passes through, so each runs once per backend:
 //! `AFX_BACKEND=io_uring cargo test --test bindings` and
@@ -348,17 +349,27 @@ fn pytest_count(summary: &str, word: &str) -> usize {
         .sum()
 }
 
-/// `bindings/python/run-tests.sh` against the library built above: pytest
-/// on the default asyncio loop and on uvloop (AFX_BACKEND passes through).
+/// `bindings/python/run-tests.sh`: `pip install`s the package as a user
+/// does (its build hook runs `cargo build --lib` with this test's profile
+/// and bundles the library in the wheel) and runs pytest against the
+/// bundled copy (no `ASYNCFUTEX_LIB`), on the default asyncio loop and on
+/// uvloop (AFX_BACKEND passes through). The suite includes a C peer sharing
+/// each primitive with Python, compiled against the bundled library.
 #[test]
 fn python_bindings() {
-    let lib = cdylib_dir().join("libasyncfutex.so");
+    cdylib_dir(); // a clear failure here if the library does not build
+    let profile = match support::profile_dir() {
+        Ok((_, profile)) => profile,
+        Err(e) => panic!("{e}"),
+    };
     let script = manifest_dir().join("bindings/python/run-tests.sh");
     let mut cmd = Command::new("bash");
     cmd.arg(&script)
         .arg("-q")
         .arg("-rs")
-        .env("ASYNCFUTEX_LIB", &lib)
+        .env("AFX_PY_PROFILE", &profile)
+        .env_remove("ASYNCFUTEX_LIB")
+        .env_remove("ASYNCFUTEX_PREBUILT_LIB")
         .current_dir(std::env::temp_dir()); // the script works from any cwd
     let outcome = run_with_watchdog(cmd, PYTHON_TIMEOUT);
     let summary = pytest_summary(&outcome.stdout).map(str::to_owned);

@@ -18,7 +18,7 @@ import pytest
 from conftest import WATCHDOG, address_of, await_kernel_waiters, kernel_waiters
 
 import asyncfutex
-from asyncfutex import WAKE_ALL, Futex, SharedWord
+from asyncfutex import WAKE_ALL, Futex, InvalidAddressError, SharedWord
 
 
 def test_installed_package_is_tested() -> None:
@@ -95,13 +95,14 @@ def test_keeps_its_buffer_alive() -> None:
 
 
 def test_bad_input_raises_clear_exceptions(shared_mem: mmap.mmap) -> None:
-    with pytest.raises(ValueError, match="not a multiple of 4"):
+    with pytest.raises(InvalidAddressError, match="not 4-byte aligned") as e:
         Futex(shared_mem, 2)
-    with pytest.raises(ValueError, match="out of range"):
-        Futex(shared_mem, 4096)
-    with pytest.raises(ValueError, match="out of range"):
-        Futex(shared_mem, -4)
-    with pytest.raises(ValueError, match="out of range"):
+    assert e.value.errno == errno.EINVAL
+    for offset in (4096, -4):
+        with pytest.raises(InvalidAddressError, match="out of range") as e:
+            Futex(shared_mem, offset)
+        assert e.value.errno == errno.EFAULT
+    with pytest.raises(InvalidAddressError, match="out of range"):
         Futex(bytearray(3))
     with pytest.raises(TypeError, match="read-only"):
         Futex(b"\0\0\0\0")
@@ -115,14 +116,15 @@ def test_bad_input_raises_clear_exceptions(shared_mem: mmap.mmap) -> None:
         Futex("not a buffer")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="offset"):
         Futex(shared_mem, 1.0)  # type: ignore[arg-type]
-    # Raw addresses: misaligned is ours, NULL and unmapped are the library's.
-    with pytest.raises(ValueError, match="aligned"):
-        Futex(address_of(shared_mem) + 2)
-    with pytest.raises(OSError) as e:
-        Futex(0)
-    assert e.value.errno == errno.EINVAL
-    assert e.value.strerror == asyncfutex.strerror(errno.EINVAL)
-    with pytest.raises(OSError) as e:
+    # Raw addresses: NULL and misaligned are the same error, with C's errno
+    # (afx_new gives EINVAL for both); unmapped is EFAULT. The class is both
+    # an OSError and a ValueError.
+    for address in (0, 3, address_of(shared_mem) + 2):
+        with pytest.raises(InvalidAddressError) as e:
+            Futex(address)
+        assert e.value.errno == errno.EINVAL
+        assert isinstance(e.value, OSError) and isinstance(e.value, ValueError)
+    with pytest.raises(InvalidAddressError) as e:
         Futex(4096)  # the first page is never mapped
     assert e.value.errno == errno.EFAULT
     # Values out of the u32 range.
@@ -163,7 +165,11 @@ def test_wait_timeout_and_stale_value(shared_mem: mmap.mmap) -> None:
         assert f.wait(0, timeout=0.05) is False
         assert time.monotonic() - start >= 0.05
         assert f.wait(0, timeout=0) is False
-        assert f.wait(0, timeout=-1) is False
+        # Negative: forever, as in C (afx_wait with timeout_ns < 0).
+        waker = threading.Thread(target=lambda: (await_kernel_waiters(f.address, 1), f.wake(1)))
+        waker.start()
+        assert f.wait(0, timeout=-1) is True
+        waker.join()
         # The word does not hold `expected`: True at once, any timeout.
         assert f.wait(1, timeout=WATCHDOG) is True
         assert f.wait(1) is True
@@ -249,9 +255,13 @@ def test_loader_error_says_what_to_set(tmp_path: Path) -> None:
     # Not this library at all.
     r = _python_with({"ASYNCFUTEX_LIB": "libc.so.6"}, "import asyncfutex; asyncfutex.version()")
     assert r.returncode != 0 and "not libasyncfutex" in r.stderr, r.stderr
-    # Nothing set, nothing installed: the message names the variable.
+    # A copy of the package without its bundled library, nothing set: the
+    # message says how to get one.
+    bare = tmp_path / "bare"
+    shutil.copytree(Path(asyncfutex.__file__).parent, bare / "asyncfutex", ignore=shutil.ignore_patterns("__pycache__"))
+    (bare / "asyncfutex" / "libasyncfutex.so").unlink(missing_ok=True)
     r = _python_with(
-        {"ASYNCFUTEX_LIB": None, "LD_LIBRARY_PATH": None},
+        {"ASYNCFUTEX_LIB": None, "LD_LIBRARY_PATH": None, "PYTHONPATH": str(bare)},
         "import asyncfutex\n"
         "try:\n    asyncfutex.version()\n"
         "except asyncfutex.LibraryNotFoundError as e:\n    print('ERR', e)\n"
@@ -259,22 +269,36 @@ def test_loader_error_says_what_to_set(tmp_path: Path) -> None:
     )
     assert r.returncode == 0, r.stderr
     if r.stdout.startswith("ERR"):
-        assert "ASYNCFUTEX_LIB" in r.stdout and "cargo build --lib" in r.stdout
+        assert "ASYNCFUTEX_LIB" in r.stdout and "pip install ./bindings/python" in r.stdout, r.stdout
     else:  # installed system-wide: fine too
         assert r.stdout.startswith("LOADED")
 
 
-def test_loader_finds_the_library_next_to_the_package(tmp_path: Path) -> None:
-    lib = asyncfutex.library_path()
-    pkg = tmp_path / "asyncfutex"
-    shutil.copytree(Path(asyncfutex.__file__).parent, pkg, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(lib, pkg / "libasyncfutex.so")
-    r = _python_with(
-        {"ASYNCFUTEX_LIB": None, "PYTHONPATH": str(tmp_path)},
-        "import asyncfutex; print(asyncfutex.library_path()); print(asyncfutex.version())",
-    )
+def test_installed_package_loads_its_bundled_library() -> None:
+    """pip install bundled libasyncfutex.so in the package (setup.py's build
+    hook) and, without ASYNCFUTEX_LIB, that copy is the one loaded; the
+    wheel is tagged for this platform, not py3-none-any."""
+    pkg = Path(asyncfutex.__file__).parent
+    assert (pkg / "libasyncfutex.so").is_file(), f"no bundled library in {pkg}"
+    r = _python_with({"ASYNCFUTEX_LIB": None}, "import asyncfutex; print(asyncfutex.library_path())")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.splitlines()[0] == str(pkg / "libasyncfutex.so")
+    assert r.stdout.strip() == str(pkg / "libasyncfutex.so")
+    if not os.environ.get("ASYNCFUTEX_LIB"):
+        assert asyncfutex.library_path() == str(pkg / "libasyncfutex.so")
+    from importlib.metadata import distribution
+
+    wheel = distribution("asyncfutex").read_text("WHEEL") or ""
+    assert "Root-Is-Purelib: false" in wheel, wheel
+    tags = [line.split(":", 1)[1].strip() for line in wheel.splitlines() if line.startswith("Tag:")]
+    assert tags and all(t.startswith("py3-none-linux_") for t in tags), wheel
+
+
+def test_loader_override_wins_over_the_bundled_copy(tmp_path: Path) -> None:
+    lib = tmp_path / "libasyncfutex.so"
+    shutil.copy(Path(asyncfutex.__file__).parent / "libasyncfutex.so", lib)
+    r = _python_with({"ASYNCFUTEX_LIB": str(lib)}, "import asyncfutex; print(asyncfutex.library_path())")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(lib)
 
 
 def test_docstring_examples() -> None:

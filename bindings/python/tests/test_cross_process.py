@@ -164,7 +164,10 @@ async def test_shared_word_between_processes(loop_kind: str) -> None:
             f0, f1 = sw.futex(0), sw.futex(1)
             await_kernel_waiters(f0.address, 1)
             f0.store(1)
-            assert f0.wake(WAKE_ALL) == 1
+            # Not `== 1`: on the thread backend's futex_waitv mode a wake may
+            # find no waiter while a helper re-queues its waits (see the
+            # header); the store makes the child's wait complete anyway.
+            f0.wake(WAKE_ALL)
             await asyncio.wait_for(_await_value(f1, 2), WATCHDOG)
         finally:
             join_ok(child)

@@ -7,9 +7,10 @@ import ctypes
 import errno
 import math
 import time
-from typing import Any, Iterable, List, Optional, Tuple, Union
+from typing import Any, Callable, Iterable, List, Optional, Tuple, Union
 
 from ._lib import WaitEntry, library
+from ._mem import Buffer, address_error, pin
 
 #: ``wake(WAKE_ALL)`` wakes every waiter.
 WAKE_ALL = 0xFFFF_FFFF
@@ -21,11 +22,6 @@ _U32_MAX = 0xFFFF_FFFF
 _I64_MAX = (1 << 63) - 1
 
 _BACKENDS = {"auto": 0, "io_uring": 1, "thread": 2}
-
-#: Anything exposing a writable buffer: mmap.mmap, bytearray,
-#: ``SharedMemory.buf``, a writable memoryview, a ctypes object...
-Buffer = Any
-
 
 def strerror(err: int) -> str:
     """The library's description of an error code (``-errno`` or ``errno``)."""
@@ -86,6 +82,54 @@ def _seconds(timeout: float) -> float:
     return seconds
 
 
+def _deadline(timeout: Optional[float]) -> Optional[float]:
+    """The monotonic deadline of a timeout in seconds; None (or negative,
+    as in C, or beyond int64 nanoseconds) is forever (None)."""
+    if timeout is None:
+        return None
+    seconds = _seconds(timeout)
+    if seconds < 0 or seconds * 1e9 >= _I64_MAX:  # beyond ~292 years: forever
+        return None
+    return time.monotonic() + seconds
+
+
+#: The longest single blocking call of the sync primitives: between two,
+#: Python runs its signal handlers (Ctrl-C), as those C calls retry EINTR.
+_SLICE = 0.5
+
+
+def _blocking(call: Callable[[int], int], timeout: Optional[float], slice_: Optional[float] = _SLICE) -> Optional[int]:
+    """Runs ``call(timeout_ns)`` (a blocking C call returning ``>= 0`` or
+    ``-errno``) until it returns something other than ``-EINTR`` or
+    ``-ETIMEDOUT`` within the timeout: the result (``>= 0``; a negative one
+    raises OSError), or None when the timeout expired. ``timeout`` None or
+    negative: forever, as in C; 0 only checks. ``-EINTR`` (a signal handler
+    ran; Python runs its own at the loop's back edge, and one that raises
+    ends the wait) is retried for the rest of the timeout; with ``slice_``,
+    each call blocks at most that long, so handlers run even while calls
+    that retry EINTR themselves block."""
+    deadline = _deadline(timeout)
+    while True:
+        final = True
+        if deadline is None:
+            ns = -1
+        else:
+            ns = max(0, math.ceil((deadline - time.monotonic()) * 1e9))
+            if ns >= _I64_MAX:
+                ns = -1
+        if slice_ is not None and (ns < 0 or ns > slice_ * 1e9):
+            ns = math.ceil(slice_ * 1e9)
+            final = False
+        rc = call(ns)
+        if rc == -errno.EINTR:
+            continue
+        if rc == -errno.ETIMEDOUT:
+            if final:
+                return None
+            continue
+        return _check(rc)
+
+
 def _timeout_ns(seconds: float) -> int:
     """A relative timeout for the C API in nanoseconds, rounded up; ``<= 0``
     only checks (0); beyond int64 nanoseconds (about 292 years) is forever
@@ -115,7 +159,10 @@ class Futex:
     Semantics are futex semantics: a completed wait means "re-check the
     word" (spurious completions are allowed), and the check-then-sleep is
     atomic: a wait with ``expected`` sleeps only while the word holds it.
-    Errors from the library are ``OSError(errno, afx_strerror(errno))``.
+    Errors from the library are ``OSError(errno, afx_strerror(errno))``; a
+    bad address (0, misaligned, outside the buffer, unmapped) is
+    :class:`InvalidAddressError` (an OSError with the C errno, EINVAL or
+    EFAULT, and a ValueError).
     """
 
     def __init__(self, buffer_or_address: Union[Buffer, int], offset: int = 0, private: bool = False) -> None:
@@ -125,49 +172,20 @@ class Futex:
         self._fd = -1
         self._pending: Optional[Tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]] = None
         self._private = bool(private)
-        if isinstance(offset, bool) or not isinstance(offset, int):
-            raise TypeError(f"offset must be an int, not {type(offset).__name__}")
         lib = library()
-        if isinstance(buffer_or_address, int) and not isinstance(buffer_or_address, bool):
-            address = buffer_or_address + offset
-            if address % 4:
-                raise ValueError(f"address {address:#x} is not 4-byte aligned (a futex word must be)")
-            # NULL and unmapped addresses are left to afx_new (EINVAL, EFAULT).
-            word = ctypes.c_uint32.from_address(address) if address > 0 else None
-            owner: Any = None
-        else:
-            try:
-                view = memoryview(buffer_or_address)
-            except TypeError:
-                raise TypeError(
-                    "Futex needs a writable buffer (mmap.mmap, SharedMemory.buf, bytearray, ...) "
-                    f"or an int address, not {type(buffer_or_address).__name__}"
-                ) from None
-            with view:
-                if view.readonly:
-                    raise TypeError(
-                        f"the {type(buffer_or_address).__name__} buffer is read-only; a futex word "
-                        "needs writable memory (mmap with ACCESS_WRITE/PROT_WRITE, bytearray, "
-                        "SharedMemory.buf)"
-                    )
-                size = view.nbytes
-            if offset < 0 or offset + 4 > size:
-                raise ValueError(f"offset {offset} is out of range for a buffer of {size} bytes")
-            if offset % 4:
-                raise ValueError(f"offset {offset} is not a multiple of 4 (a futex word must be aligned)")
-            # Exports the buffer: it stays alive (and an mmap cannot be
-            # closed) while this handle holds the word.
-            word = ctypes.c_uint32.from_buffer(buffer_or_address, offset)
-            address = ctypes.addressof(word)
-            if address % 4:
-                raise ValueError(f"the word at {address:#x} is not 4-byte aligned (the buffer itself is not)")
-            owner = buffer_or_address
-        handle = lib.afx_new(address if address > 0 else None, 1 if private else 0)
+        address, keep = pin(buffer_or_address, offset, 4, 4, "futex word")
+        # Keeps the buffer exported while the word is in use (from_buffer on
+        # the pinned bytes holds them).
+        word = ctypes.c_uint32.from_buffer(keep) if keep is not None else ctypes.c_uint32.from_address(address)
+        handle = lib.afx_new(address, 1 if private else 0)
         if not handle:
-            raise _os_error(ctypes.get_errno() or errno.EINVAL)
+            err = ctypes.get_errno() or errno.EINVAL
+            if err == errno.EFAULT:
+                raise address_error(err, f"the futex word at {address:#x} is not mapped")
+            raise _os_error(err)
         self._handle = handle
         self._word = word
-        self._owner = owner
+        self._owner = keep
         self._fd = _check(lib.afx_eventfd(handle))
 
     # ---- lifetime ------------------------------------------------------
@@ -264,18 +282,17 @@ class Futex:
 
     def wait(self, expected: int, timeout: Optional[float] = None) -> bool:
         """Blocks (without the GIL) while the word holds ``expected``, for at
-        most ``timeout`` seconds (None: forever). Returns False on timeout;
-        True when woken, when the word did not hold ``expected``, or after a
-        signal handler ran: re-check the word."""
+        most ``timeout`` seconds (None or negative: forever, as ``afx_wait``
+        with ``timeout_ns < 0``; 0 only checks the word). Returns False on
+        timeout; True when woken or when the word did not hold ``expected``:
+        re-check the word. A signal handler that runs meanwhile is run, then
+        the wait goes on for the rest of the timeout (one that raises ends
+        it)."""
         _u32(expected, "expected")
-        ns = -1 if timeout is None else _timeout_ns(_seconds(timeout))
-        rc = library().afx_wait(self._live(), expected, ns)
-        if rc == -errno.ETIMEDOUT:
-            return False
-        if rc == -errno.EINTR:
-            return True
-        _check(rc)
-        return True
+        handle = self._live()
+        lib = library()
+        rc = _blocking(lambda ns: lib.afx_wait(handle, expected, ns), timeout, None)
+        return rc is not None
 
     async def wait_async(self, expected: int) -> None:
         """Awaits a wake while the word holds ``expected`` (returns at once if
@@ -377,9 +394,8 @@ def wait_any(entries: Entries, timeout: Optional[float] = None) -> Optional[int]
     Returns the index of an entry that was woken or whose word did not hold
     its value — then re-check *all* the words: completions may be spurious —
     or None when the timeout expired. ``timeout`` None or negative waits
-    forever (as ``afx_waitv`` with ``timeout_ns < 0``); 0 only checks the
-    words. (Unlike :meth:`Futex.wait`, where a negative timeout only
-    checks.) A signal handler that runs meanwhile is run, then the wait
+    forever (as ``afx_waitv`` with ``timeout_ns < 0``, and as
+    :meth:`Futex.wait`); 0 only checks the words. A signal handler that runs meanwhile is run, then the wait
     goes on for the rest of the timeout.
 
     Up to ``WAIT_ANY_MAX`` (128) entries, from any handles, shared and

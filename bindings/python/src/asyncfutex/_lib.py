@@ -59,6 +59,48 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
         "afx_select_backend": (i32, [i32]),
         "afx_backend_name": (cstr, [i32]),
         "afx_strerror": (cstr, [i32]),
+        # Cross-process primitives (src/ffi/sync.rs).
+        "afx_mutex_init": (i32, [vp]),
+        "afx_mutex_open": (vp, [vp]),
+        "afx_mutex_close": (None, [vp]),
+        "afx_mutex_lock": (i32, [vp, i64]),
+        "afx_mutex_trylock": (i32, [vp]),
+        "afx_mutex_lock_async": (i32, [vp]),
+        "afx_mutex_unlock": (i32, [vp]),
+        "afx_mutex_consistent": (i32, [vp]),
+        "afx_mutex_eventfd": (i32, [vp]),
+        "afx_mutex_cancel": (i32, [vp]),
+        "afx_sem_init": (i32, [vp, u32]),
+        "afx_sem_open": (vp, [vp]),
+        "afx_sem_close": (None, [vp]),
+        "afx_sem_acquire": (i32, [vp, i64]),
+        "afx_sem_tryacquire": (i32, [vp]),
+        "afx_sem_acquire_async": (i32, [vp]),
+        "afx_sem_release": (i32, [vp, u32]),
+        "afx_sem_value": (i32, [vp]),
+        "afx_sem_eventfd": (i32, [vp]),
+        "afx_sem_cancel": (i32, [vp]),
+        "afx_event_init": (i32, [vp]),
+        "afx_event_open": (vp, [vp]),
+        "afx_event_close": (None, [vp]),
+        "afx_event_publish": (i32, [vp]),
+        "afx_event_seq": (i32, [vp]),
+        "afx_event_wait": (i32, [vp, u32, i64]),
+        "afx_event_wait_async": (i32, [vp, u32]),
+        "afx_event_eventfd": (i32, [vp]),
+        "afx_event_cancel": (i32, [vp]),
+        "afx_chan_size": (ctypes.c_uint64, [u32, u32]),
+        "afx_chan_init": (i32, [vp, u32, u32]),
+        "afx_chan_open": (vp, [vp, i32]),
+        "afx_chan_close": (None, [vp]),
+        "afx_chan_send": (i32, [vp, vp, u32, i64]),
+        "afx_chan_try_send": (i32, [vp, vp, u32]),
+        "afx_chan_send_async": (i32, [vp, vp, u32]),
+        "afx_chan_recv": (i32, [vp, vp, u32, i64]),
+        "afx_chan_try_recv": (i32, [vp, vp, u32]),
+        "afx_chan_recv_async": (i32, [vp, vp, u32]),
+        "afx_chan_eventfd": (i32, [vp]),
+        "afx_chan_cancel": (i32, [vp]),
     }
     for name, (restype, argtypes) in protos.items():
         fn = getattr(lib, name)
@@ -88,8 +130,8 @@ def _load() -> tuple[ctypes.CDLL, str]:
         if lib is None:
             raise LibraryNotFoundError(
                 f"{ENV_VAR}={env!r} cannot be loaded ({errors[-1]}). Set {ENV_VAR} to the full "
-                f"path of {LIBRARY_FILE} (cargo build --lib puts it in target/<profile>/), "
-                f"or unset it to search next to the package and on the loader path."
+                f"path of {LIBRARY_FILE} (cargo build --release --lib puts it in target/release/), "
+                f"or unset it to use the copy bundled with the package."
             )
         return lib, env
     beside = Path(__file__).resolve().with_name(LIBRARY_FILE)
@@ -103,10 +145,11 @@ def _load() -> tuple[ctypes.CDLL, str]:
         if lib is not None:
             return lib, candidate
     raise LibraryNotFoundError(
-        f"{LIBRARY_FILE} not found. Build it with `cargo build --lib` (it lands in "
-        f"target/<profile>/{LIBRARY_FILE}) and either set {ENV_VAR}=/full/path/to/{LIBRARY_FILE}, "
-        f"copy it next to the package ({beside}), or install it where the dynamic loader "
-        f"finds it (LD_LIBRARY_PATH, ldconfig). Tried: " + "; ".join(errors)
+        f"{LIBRARY_FILE} not found: this package normally carries its own copy ({beside}), "
+        f"bundled by `pip install ./bindings/python`; reinstall it that way, or set "
+        f"{ENV_VAR}=/full/path/to/{LIBRARY_FILE} (cargo build --release --lib puts it in "
+        f"target/release/), or install the library where the dynamic loader finds it "
+        f"(LD_LIBRARY_PATH, ldconfig). Tried: " + "; ".join(errors)
     )
 
 
