@@ -1,12 +1,15 @@
 //! The C++ and Python bindings (`bindings/`), run against the freshly built
 //! `libasyncfutex.so`.
 //!
-//! - `cpp_bindings` compiles `bindings/cpp/tests/test_asio.cpp` and
-//!   `bindings/cpp/tests/test_wait_any.cpp` (vector waits; both with
-//!   AddressSanitizer + UndefinedBehaviorSanitizer) and the Asio example
-//!   `bindings/cpp/examples/asio_wait.cpp` with `g++ -std=c++17 -Wall
+//! - `cpp_bindings` compiles `bindings/cpp/tests/test_asio.cpp`,
+//!   `bindings/cpp/tests/test_wait_any.cpp` (vector waits) and
+//!   `bindings/cpp/tests/test_sync.cpp` (the cross-process mutex, semaphore,
+//!   event count and channel wrappers, blocking and through Asio; all three
+//!   with AddressSanitizer + UndefinedBehaviorSanitizer) and the Asio
+//!   examples `bindings/cpp/examples/asio_wait.cpp` and
+//!   `bindings/cpp/examples/asio_lock.cpp` with `g++ -std=c++17 -Wall
 //!   -Wextra -Werror` against `include/asyncfutex.h`, the header-only
-//!   wrapper and the built library, and runs them. Without `g++` or
+//!   wrappers and the built library, and runs them. Without `g++` or
 //!   standalone Asio (`asio.hpp`, Debian's `libasio-dev`) it prints a counted
 //!   SKIP; CI installs both.
 //! - `python_bindings` runs `bindings/python/run-tests.sh` (a cached venv in
@@ -254,7 +257,7 @@ fn judge_cpp(label: &str, outcome: &Outcome) {
     }
 }
 
-/// The C++ wrapper's tests (sanitized) and the Asio example, built with
+/// The C++ wrappers' tests (sanitized) and the Asio examples, built with
 /// `-Wall -Wextra -Werror` against the header and the built library.
 #[test]
 fn cpp_bindings() {
@@ -277,8 +280,18 @@ fn cpp_bindings() {
             true,
         ),
         (
+            "test_sync",
+            root.join("bindings/cpp/tests/test_sync.cpp"),
+            true,
+        ),
+        (
             "asio_wait",
             root.join("bindings/cpp/examples/asio_wait.cpp"),
+            false,
+        ),
+        (
+            "asio_lock",
+            root.join("bindings/cpp/examples/asio_lock.cpp"),
             false,
         ),
     ];

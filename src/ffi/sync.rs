@@ -198,6 +198,24 @@ impl Armer {
         st.since = None;
     }
 
+    /// The operation was abandoned (`afx_X_cancel`, `afx_sem_close`):
+    /// disarm, and pass on one wake if the wait had completed unseen — it
+    /// may have consumed a wake meant for another waiter (e.g. a
+    /// semaphore's `release(1)`), which must not be lost. (A wait still
+    /// pending is cancelled by `EventFdFutex::cancel`, which forwards a
+    /// wake it consumed.) At worst another waiter wakes spuriously.
+    fn abandon(&self) {
+        let mut st = self.lock();
+        if st.armed.take().is_some() {
+            if self.efd.ack().unwrap_or(false) {
+                let _ = self.efd.futex().wake(1);
+            } else {
+                self.efd.cancel();
+            }
+        }
+        st.since = None;
+    }
+
     /// Whether a waiting streak has lasted `interval` (then restarts it).
     fn due(&self, interval: Duration) -> bool {
         let mut st = self.lock();
@@ -477,7 +495,7 @@ pub unsafe extern "C" fn afx_mutex_cancel(m: *mut afx_mutex_t) -> c_int {
         let Some(m) = (unsafe { m.as_ref() }) else {
             return -libc::EINVAL;
         };
-        m.armer.disarm();
+        m.armer.abandon();
         0
     })
 }
@@ -556,7 +574,7 @@ pub unsafe extern "C" fn afx_sem_close(s: *mut afx_sem_t) {
     boundary((), || {
         // SAFETY: the caller's contract.
         if let Some(h) = unsafe { s.as_ref() } {
-            h.armer.disarm();
+            h.armer.abandon();
             h.unregister();
         }
         // SAFETY: the caller's contract.
@@ -692,7 +710,7 @@ pub unsafe extern "C" fn afx_sem_cancel(s: *mut afx_sem_t) -> c_int {
         let Some(s) = (unsafe { s.as_ref() }) else {
             return -libc::EINVAL;
         };
-        s.armer.disarm();
+        s.armer.abandon();
         s.unregister();
         0
     })
@@ -867,7 +885,7 @@ pub unsafe extern "C" fn afx_event_cancel(e: *mut afx_event_t) -> c_int {
         let Some(e) = (unsafe { e.as_ref() }) else {
             return -libc::EINVAL;
         };
-        e.armer.disarm();
+        e.armer.abandon();
         0
     })
 }
@@ -1204,7 +1222,7 @@ pub unsafe extern "C" fn afx_chan_cancel(c: *mut afx_chan_t) -> c_int {
         let Some(c) = (unsafe { c.as_ref() }) else {
             return -libc::EINVAL;
         };
-        c.armer.disarm();
+        c.armer.abandon();
         0
     })
 }

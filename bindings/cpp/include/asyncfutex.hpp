@@ -13,6 +13,10 @@
 // eventfd is a hint, the word is the truth. One async wait per handle;
 // wake() and the blocking waits may be called from any thread.
 //
+// The cross-process mutex, semaphore, event count and channel are in
+// asyncfutex_sync.hpp (which includes this header; this one stays usable
+// alone), their Asio completion in asyncfutex_asio.hpp.
+//
 // Waiting for any of many words (futex_waitv): build entries with
 // Futex::entry(expected), then block in asyncfutex::wait_any /
 // wait_any_for, or arm one handle's async wait on them with
