@@ -170,6 +170,7 @@ mkdir -p "$cmakeapp"
 cp "$capp/main.c" "$capp/wait_for_change.c" "$cmakeapp/"
 cat > "$cmakeapp/app.cpp" <<'EOF'
 #include <asyncfutex.hpp>
+#include <asyncfutex_sync.hpp> // installed beside it: the cross-process primitives
 #include <atomic>
 #include <cstdio>
 #include <thread>

@@ -403,6 +403,7 @@ c_tests!(
     raw_peer,
     rlimit_nofile,
     sync_event_chan,
+    sync_cancel,
     sync_mutex,
     thread_exit,
     thread_limit,

@@ -27,7 +27,7 @@ import ctypes
 import errno
 from typing import Any, Callable, Deque, Optional, Union
 
-from ._futex import Futex, _blocking, _check, _os_error, _u32, _wake_future
+from ._futex import _blocking, _check, _os_error, _u32, _wake_future
 from ._lib import library
 from ._mem import Buffer, address_error, pin
 
@@ -70,9 +70,6 @@ class _Primitive:
         self._pending: Optional[tuple] = None
         self._busy = False
         self._queue: Deque["asyncio.Future[None]"] = collections.deque()
-        # Set by Mutex and Semaphore: their futex word, for _forward_wake.
-        self._word_address: Optional[int] = None
-        self._waker: Optional[Futex] = None
 
     def _adopt(self, handle: int, keep: Any) -> None:
         self._h = handle
@@ -111,9 +108,6 @@ class _Primitive:
         self._h = None
         self._fd = -1
         getattr(library(), self._close_fn)(h)
-        if self._waker is not None:
-            self._waker.close()
-            self._waker = None
         self._keep = None
 
     def __del__(self) -> None:
@@ -123,19 +117,6 @@ class _Primitive:
             pass
 
     # ---- the async protocol ----------------------------------------------
-
-    def _forward_wake(self) -> None:
-        """After cancelling an async wait whose wake targets one waiter
-        (mutex, semaphore), wakes one other waiter of the word. The C cancel
-        passes on a wake the wait consumed only while the wait is pending;
-        one that completed (eventfd readable) but is abandoned would
-        otherwise lose its wake: another waiter would sleep on with the
-        lock free or a permit available. A spurious wake-up at worst."""
-        if self._word_address is None:
-            return
-        if self._waker is None:
-            self._waker = Futex(self._word_address)
-        self._waker.wake(1)
 
     async def _take_turn(self) -> None:
         if not self._busy:
@@ -176,8 +157,9 @@ class _Primitive:
                     await self._readable(loop, interval)
             except BaseException:
                 if self._h == handle:
+                    # Passes on a wake the wait consumed, pending or
+                    # already completed (C: afx_*_cancel).
                     getattr(lib, self._cancel_fn)(handle)
-                    self._forward_wake()
                 raise
         finally:
             self._pass_turn()
@@ -237,7 +219,6 @@ class Mutex(_Primitive):
         if create:
             _check(lib.afx_mutex_init(address))
         self._adopt(_open(lib.afx_mutex_open, address, self._what), keep)
-        self._word_address = address  # afx_mutex_state.state
 
     def _locked(self, rc: int) -> bool:
         self.owner_died = rc == _OWNER_DIED
@@ -326,7 +307,6 @@ class Semaphore(_Primitive):
         if create:
             _check(lib.afx_sem_init(address, permits))
         self._adopt(_open(lib.afx_sem_open, address, self._what), keep)
-        self._word_address = address  # afx_sem_state.count
 
     def acquire(self, timeout: Optional[float] = None) -> bool:
         """Takes a permit, blocking (without the GIL) for at most ``timeout``
