@@ -146,6 +146,17 @@ def _wake_future(fut: "asyncio.Future[None]") -> None:
         fut.set_result(None)
 
 
+def _abort_pending(pending: Optional[tuple], fd: int, message: str) -> None:
+    """On close: stops watching ``fd`` for a pending async wait (``(loop,
+    future)`` or None) and fails that wait with ValueError(message)."""
+    if pending is None:
+        return
+    loop, fut = pending
+    loop.remove_reader(fd)
+    if not fut.done():
+        fut.set_exception(ValueError(message))
+
+
 class Futex:
     """A handle on one naturally aligned 32-bit futex word.
 
@@ -208,13 +219,8 @@ class Futex:
         handle = self._handle
         if handle is None:
             return
-        pending = self._pending
-        if pending is not None:
-            self._pending = None
-            loop, fut = pending
-            loop.remove_reader(self._fd)
-            if not fut.done():
-                fut.set_exception(ValueError("the Futex was closed during wait_async"))
+        _abort_pending(self._pending, self._fd, "the Futex was closed during wait_async")
+        self._pending = None
         self._handle = None
         self._fd = -1
         library().afx_free(handle)

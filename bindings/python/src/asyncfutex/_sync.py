@@ -27,7 +27,7 @@ import ctypes
 import errno
 from typing import Any, Callable, Deque, Optional, Union
 
-from ._futex import _blocking, _check, _os_error, _u32, _wake_future
+from ._futex import _abort_pending, _blocking, _check, _os_error, _u32, _wake_future
 from ._lib import library
 from ._mem import Buffer, address_error, pin
 
@@ -98,13 +98,8 @@ class _Primitive:
         h = self._h
         if h is None:
             return
-        pending = self._pending
-        if pending is not None:
-            self._pending = None
-            loop, fut = pending
-            loop.remove_reader(self._fd)
-            if not fut.done():
-                fut.set_exception(ValueError(f"the {type(self).__name__} was closed during an async operation"))
+        _abort_pending(self._pending, self._fd, f"the {type(self).__name__} was closed during an async operation")
+        self._pending = None
         self._h = None
         self._fd = -1
         getattr(library(), self._close_fn)(h)
