@@ -237,3 +237,17 @@ def address_of(mem: Any, offset: int = 0) -> int:
     finally:
         del c
 
+
+@pytest.fixture(scope="session")
+def per_wait_mode(backend_name: str) -> Optional[str]:
+    """Why this process runs the thread backend in per-wait mode (where
+    async vector waits are ENOSYS), or None when they are served."""
+    if backend_name != "thread":
+        return None
+    forced = os.environ.get("AFX_THREAD_WAITV", "").strip().lower()
+    if forced in ("0", "off", "no", "false"):
+        return f"AFX_THREAD_WAITV={forced} forces the thread backend's per-wait mode"
+    missing = futex_waitv_missing()
+    if missing:
+        return f"the thread backend runs in per-wait mode: {missing}"
+    return None

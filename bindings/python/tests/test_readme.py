@@ -9,7 +9,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import pytest
 from conftest import WATCHDOG
@@ -43,7 +43,9 @@ def test_readmes_have_python_examples() -> None:
 
 
 @pytest.mark.parametrize("name,index,code", EXAMPLES, ids=[e[0] for e in EXAMPLES])
-def test_readme_example_runs(name: str, index: int, code: str) -> None:
+def test_readme_example_runs(name: str, index: int, code: str, per_wait_mode: Optional[str]) -> None:
+    if per_wait_mode and "wait_any_async" in code:
+        pytest.skip(f"{per_wait_mode}: the example awaits a vector wait, ENOSYS there by design")
     r = _run(code, {})
     assert r.returncode == 0 and not r.stderr, f"{name}:\n{r.stdout}{r.stderr}"
     assert r.stdout.strip(), f"{name} printed nothing"

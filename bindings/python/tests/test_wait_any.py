@@ -47,21 +47,6 @@ N = 4  # words in most tests
 # ---- where vector waits work ---------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def per_wait_mode(backend_name: str) -> Optional[str]:
-    """Why this process runs the thread backend in per-wait mode (where
-    async vector waits are ENOSYS), or None when they are served."""
-    if backend_name != "thread":
-        return None
-    forced = os.environ.get("AFX_THREAD_WAITV", "").strip().lower()
-    if forced in ("0", "off", "no", "false"):
-        return f"AFX_THREAD_WAITV={forced} forces the thread backend's per-wait mode"
-    missing = futex_waitv_missing()
-    if missing:
-        return f"the thread backend runs in per-wait mode: {missing}"
-    return None
-
-
 @pytest.fixture
 def async_waits(per_wait_mode: Optional[str]) -> None:
     """Skips (saying why) where async vector waits are ENOSYS by design."""
