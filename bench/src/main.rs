@@ -219,17 +219,16 @@ fn latency_of(
     mech: Mech,
     r: Result<pingpong::RunResult, String>,
 ) -> Latency {
-    let l = Latency {
+    let base = mech.base().map(Mech::id);
+    row(
         placement,
-        id: mech.id(),
-        label: mech.label(),
-        order: mech.order().map(Order::name),
-        backend: mech.via().map(Via::backend),
-        submit: mech.via().and_then(Via::submit_name),
-        base: mech.base().map(Mech::id),
-        ..Default::default()
-    };
-    with_samples(l, r)
+        mech.id(),
+        mech.label(),
+        mech.order(),
+        mech.via(),
+        base,
+        r,
+    )
 }
 
 /// A `waitv` section row.
@@ -238,14 +237,37 @@ fn waitv_latency(
     mech: waitv::WMech,
     r: Result<pingpong::RunResult, String>,
 ) -> Latency {
+    let base = mech.base().map(waitv::WMech::id);
+    row(
+        placement,
+        mech.id(),
+        mech.label(),
+        mech.order(),
+        mech.via(),
+        base,
+        r,
+    )
+}
+
+/// A latency row of either section: the mechanism's description, then the
+/// run's figures.
+fn row(
+    placement: &'static str,
+    id: String,
+    label: String,
+    order: Option<Order>,
+    via: Option<Via>,
+    base: Option<String>,
+    r: Result<pingpong::RunResult, String>,
+) -> Latency {
     let l = Latency {
         placement,
-        id: mech.id(),
-        label: mech.label(),
-        order: mech.order().map(Order::name),
-        backend: mech.via().map(Via::backend),
-        submit: mech.via().and_then(Via::submit_name),
-        base: mech.base().map(waitv::WMech::id),
+        id,
+        label,
+        order: order.map(Order::name),
+        backend: via.map(Via::backend),
+        submit: via.and_then(Via::submit_name),
+        base,
         ..Default::default()
     };
     with_samples(l, r)

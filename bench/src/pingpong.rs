@@ -803,15 +803,28 @@ pub fn measure(mech: Mech, cpus: (usize, usize), rounds: u32) -> Result<RunResul
                 return Err(e);
             }
         };
-        let cs1 = sys::ctx_switches();
-        let my_cpu = sys::current_cpu();
-        sys::reap(pid)?;
-        let warmup = samples.len() / 10;
-        Ok(RunResult {
-            samples_ns: samples[warmup..].to_vec(),
-            cpus: (my_cpu, peer_cpu.load(Ordering::Acquire)),
-            ctx_switches_a: cs1.saturating_sub(cs0) as f64 / f64::from(rounds),
-        })
+        let cs = sys::ctx_switches().saturating_sub(cs0);
+        finish_run(pid, &samples, cs, peer_cpu, rounds)
     };
     run().map_err(|e| e.to_string())
+}
+
+/// A's end of a measured run: reaps B (`pid`) and makes the result from
+/// A's samples (the first tenth dropped as warm-up), the context switches
+/// A's threads made (`ctx_switches`) and the CPU B reported.
+pub(crate) fn finish_run(
+    pid: libc::pid_t,
+    samples: &[u32],
+    ctx_switches: u64,
+    peer_cpu: &AtomicI32,
+    rounds: u32,
+) -> io::Result<RunResult> {
+    let my_cpu = sys::current_cpu();
+    sys::reap(pid)?;
+    let warmup = samples.len() / 10;
+    Ok(RunResult {
+        samples_ns: samples[warmup..].to_vec(),
+        cpus: (my_cpu, peer_cpu.load(Ordering::Acquire)),
+        ctx_switches_a: ctx_switches as f64 / f64::from(rounds),
+    })
 }

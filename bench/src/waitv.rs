@@ -381,14 +381,7 @@ pub fn measure(mech: WMech, cpus: (usize, usize), rounds: u32) -> Result<RunResu
                 return Err(e);
             }
         };
-        let my_cpu = sys::current_cpu();
-        sys::reap(pid)?;
-        let warmup = samples.len() / 10;
-        Ok(RunResult {
-            samples_ns: samples[warmup..].to_vec(),
-            cpus: (my_cpu, peer_cpu.load(Ordering::Acquire)),
-            ctx_switches_a: cs as f64 / f64::from(rounds),
-        })
+        pingpong::finish_run(pid, &samples, cs, peer_cpu, rounds)
     };
     run().map_err(|e| e.to_string())
 }
